@@ -1,0 +1,32 @@
+# wattserve: every target installs what it needs into a project-local virtual environment first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+TORCH_VERSION := 2.13.0
+
+.PHONY: install test lint bench-metering gpu-check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned: the CPU build lies on this disk; an unpinned torch pulls a multi-GB CUDA build
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check service tests bench scripts
+
+bench-metering: install
+	$(PY) bench/bench_metering.py
+
+gpu-check: install
+	$(PY) scripts/gpu_check.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

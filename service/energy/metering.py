@@ -1,0 +1,174 @@
+"""The metering facade: meters -> sampler -> attributor -> one frozen record per request.
+
+One :class:`Metering` per process. The request path calls :meth:`begin` and :meth:`end` (microseconds, no
+meter reads) and gets a *provisional* record; the *final* record follows from the sampler thread once every
+device's timeline covers the request, lands in a bounded store (:meth:`record`) and goes to subscribers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Iterator
+
+from service.energy.attribution import Attributor, DeviceTotals, Share
+from service.energy.carbon import CarbonModel, ConstantIntensity
+from service.energy.meters.base import Meter
+from service.energy.record import Accounting, ComponentEnergy, EnergyRecord
+from service.energy.sampler import Sampler
+from service.energy.types import Component, DeviceInfo, Method, Status
+
+log = logging.getLogger(__name__)
+
+
+def work_class(model: str, task: str, tokens: int = 0) -> str:
+    """Power-model class of a request: model, task and a power-of-two bucket of its token count."""
+    bucket = 1 << max(0, math.ceil(math.log2(tokens))) if tokens > 0 else 0
+    return f"{model}|{task}|{bucket}"
+
+
+@dataclass
+class Ticket:
+    """A request being metered. ``record`` is its provisional record once :meth:`Metering.end` ran."""
+
+    request_id: str
+    model: str
+    task: str
+    work_class: str
+    devices: tuple[str, ...]
+    started_at_s: float
+    start_s: float
+    queue_s: float
+    tokens_in: int
+    tokens_out: int = 0
+    end_s: float | None = None
+    record: EnergyRecord | None = field(default=None, repr=False)
+
+
+class Metering:
+    def __init__(self, meters: Iterable[Meter], carbon: CarbonModel | None = None, *,
+                 accounting: Accounting = Accounting.LOADED, store_size: int = 10_000,
+                 clock: Callable[[], float] = time.perf_counter, wall: Callable[[], float] = time.time,
+                 stale_after_s: float | None = None, time_share: bool = False) -> None:
+        self._clock, self._wall = clock, wall
+        self.carbon = carbon or CarbonModel(ConstantIntensity(475.0, "world average (CodeCarbon's default)"))
+        self.accounting = Accounting(accounting)
+        self.meters = [m for m in meters if m.devices]
+        devices = [d for m in self.meters for d in m.devices]
+        if stale_after_s is None:
+            stale_after_s = max([2.0] + [20 * d.tick_s for d in devices])
+        self.attributor = Attributor(devices, self._finalise, stale_after_s=stale_after_s, time_share=time_share)
+        self.sampler = Sampler(self.meters, self.attributor.on_interval, clock=clock, on_tick=self.attributor.expire)
+        self.devices: dict[str, DeviceInfo] = {d.id: d for d in devices}
+        self._lock = threading.Lock()
+        self._tickets: dict[str, Ticket] = {}
+        self._store: OrderedDict[str, EnergyRecord] = OrderedDict()
+        self._store_size = store_size
+        self._subscribers: list[Callable[[EnergyRecord], None]] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.sampler.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop sampling after waiting (up to ``timeout_s``) for open requests to get their final figures."""
+        deadline = self._clock() + timeout_s
+        while self.attributor.open_count() and self._clock() < deadline:
+            time.sleep(0.02)
+        self.sampler.stop()
+        for meter in self.meters:
+            meter.close()
+
+    def subscribe(self, callback: Callable[[EnergyRecord], None]) -> None:
+        """Call ``callback(record)`` for every final record (from the sampler thread: keep it short)."""
+        self._subscribers.append(callback)
+
+    # -- request path -------------------------------------------------------------------------------------
+    def begin(self, model: str, task: str, *, request_id: str | None = None, tokens_in: int = 0,
+              work_class_: str | None = None, devices: Iterable[str] | None = None, queue_s: float = 0.0) -> Ticket:
+        request_id = request_id or uuid.uuid4().hex
+        devs = tuple(self.devices) if devices is None else tuple(d for d in devices if d in self.devices)
+        ticket = Ticket(request_id, model, task, work_class_ or work_class(model, task, tokens_in), devs,
+                        self._wall(), self._clock(), queue_s, tokens_in)
+        with self._lock:
+            self._tickets[request_id] = ticket
+        self.attributor.begin(request_id, ticket.work_class, ticket.start_s, devs)
+        return ticket
+
+    def end(self, ticket: Ticket, tokens_out: int = 0) -> EnergyRecord:
+        ticket.end_s = self._clock()
+        ticket.tokens_out = tokens_out
+        shares = self.attributor.end(ticket.request_id, ticket.end_s)
+        ticket.record = self._build(ticket, shares, Status.PROVISIONAL)
+        with self._lock:
+            if ticket.request_id not in self._store:  # the final one may already be there
+                self._put(ticket.record)
+        return ticket.record
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Drop a request that did not run: it costs nothing and is never reported."""
+        self.attributor.cancel(ticket.request_id)
+        with self._lock:
+            self._tickets.pop(ticket.request_id, None)
+
+    @contextmanager
+    def track(self, model: str, task: str, **kwargs) -> Iterator[Ticket]:
+        ticket = self.begin(model, task, **kwargs)
+        try:
+            yield ticket
+        finally:
+            self.end(ticket, ticket.tokens_out)
+
+    # -- results ------------------------------------------------------------------------------------------
+    def record(self, request_id: str) -> EnergyRecord | None:
+        """Latest record of a recent request: final when known, else provisional."""
+        with self._lock:
+            return self._store.get(request_id)
+
+    def totals(self) -> dict[str, DeviceTotals]:
+        return self.attributor.totals
+
+    def _put(self, record: EnergyRecord) -> None:
+        self._store[record.request_id] = record
+        self._store.move_to_end(record.request_id)
+        while len(self._store) > self._store_size:
+            self._store.popitem(last=False)
+
+    def _finalise(self, request_id: str, shares: dict[str, Share]) -> None:
+        with self._lock:
+            ticket = self._tickets.pop(request_id, None)
+        if ticket is None:
+            return
+        record = self._build(ticket, shares, Status.FINAL)
+        with self._lock:
+            self._put(record)
+        for callback in self._subscribers:
+            try:
+                callback(record)
+            except Exception:  # noqa: BLE001 - a subscriber must not stop finalisation
+                log.exception("energy record subscriber failed")
+
+    def _build(self, ticket: Ticket, shares: dict[str, Share], status: Status) -> EnergyRecord:
+        per_component: dict[Component, list[tuple[DeviceInfo, Share]]] = {}
+        for dev_id, share in shares.items():
+            info = self.devices[dev_id]
+            per_component.setdefault(info.component, []).append((info, share))
+        components = {}
+        for component, items in per_component.items():
+            methods = [Method.ESTIMATED if (s.degraded or s.estimated_j > 0 and status is Status.FINAL) else d.method
+                       for d, s in items]
+            components[component] = ComponentEnergy(sum(s.active_j for _, s in items),
+                                                    sum(s.idle_j for _, s in items), Method.combine(methods))
+        device_time_s = shares[ticket.devices[0]].occupancy_s if ticket.devices else 0.0
+        end_s = ticket.end_s if ticket.end_s is not None else ticket.start_s
+        record = EnergyRecord(
+            ticket.request_id, ticket.model, ticket.task, ticket.work_class, status, self.accounting,
+            ticket.started_at_s, ticket.queue_s, end_s - ticket.start_s, device_time_s,
+            ticket.tokens_in, ticket.tokens_out, components)
+        return replace(record, carbon=self.carbon.assess(record.energy_j, ticket.started_at_s, device_time_s))

@@ -1,0 +1,63 @@
+"""Vocabulary shared by every layer of the metering core.
+
+All energies are joules, all durations seconds, all powers watts. Conversion from a backend's own units
+(NVML millijoules, RAPL microjoules) happens once, inside that backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Component(StrEnum):
+    """What a device's energy is reported as."""
+
+    GPU = "gpu"
+    CPU = "cpu"
+    RAM = "ram"
+
+
+class Method(StrEnum):
+    """How a figure was obtained. ``mixed`` only ever describes an aggregate of several devices."""
+
+    MEASURED = "measured"
+    ESTIMATED = "estimated"
+    MIXED = "mixed"
+
+    @classmethod
+    def combine(cls, methods: "list[Method] | tuple[Method, ...] | set[Method]") -> "Method":
+        kinds = set(methods)
+        if not kinds:
+            return cls.ESTIMATED
+        if kinds == {cls.MEASURED}:
+            return cls.MEASURED
+        if kinds == {cls.ESTIMATED}:
+            return cls.ESTIMATED
+        return cls.MIXED
+
+
+class Status(StrEnum):
+    PROVISIONAL = "provisional"
+    FINAL = "final"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """One energy-metered device.
+
+    ``tick_s`` is how often the device's cumulative counter advances (0 for a continuous counter,
+    such as an estimate computed from CPU time). ``sample_period_s`` is how often the sampler should
+    read it: a fraction of the tick, so the moment a tick happened is known to within that period.
+    """
+
+    id: str
+    component: Component
+    method: Method
+    name: str
+    tick_s: float
+    sample_period_s: float
+
+
+class MeterError(RuntimeError):
+    """A meter could not be read or set up. The message says what to do about it."""
