@@ -12,6 +12,10 @@ interval this module decides who gets what:
 3. **Idle share.** ``idle_j`` is also split by time among the requests running at each instant (``1/n`` of it
    while ``n`` run); the part of the interval when nothing ran stays *unattributed idle*.
 
+Interval edges are uncertain (a tick is only known to lie between two reads), so overlaps are *expected*
+overlaps under that uncertainty (:func:`sweep`); without this, low-power requests next to high-power ones
+absorb the energy that spills across a misplaced edge.
+
 ``P_idle`` and ``a[class]`` come from :class:`PowerModel`: an online ridge least-squares fit of
 ``energy_j ~ P_idle * dt + sum_k a_k * tau_k`` (``tau_k``: seconds class ``k`` ran in the interval) with
 exponential forgetting. A class without data takes the mean of the others, so a cold start degrades to the
@@ -23,25 +27,37 @@ until then :meth:`Attributor.end` gives a *provisional* figure (covered part + m
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 import numpy as np
 
 from service.energy.types import DeviceInfo
 
+Edge = tuple[float, float]  # an interval edge: the tick happened somewhere in [lo, hi], uniformly
+
 
 class PowerModel:
-    """Online least squares for one device: idle watts and active watts per work class."""
+    """Online estimate, for one device, of its idle watts and the active watts of each work class.
 
-    def __init__(self, *, forget: float = 0.998, ridge: float = 1e-3, max_classes: int = 256) -> None:
-        self._forget, self._ridge, self._max_classes = forget, ridge, max_classes
+    Idle: the ratio of (exponentially forgotten) energy to time over *quiet* intervals, when nothing ran. Active:
+    ridge least squares of ``energy_j - P_idle * dt ~ sum_k a_k * tau_k`` over every interval, with forgetting,
+    pulled towards the mean of the known classes (so a new class starts as a plain time split). Until quiet time
+    has been seen, idle comes from the joint fit with ``dt`` as one more regressor.
+    """
+
+    def __init__(self, *, forget: float = 0.998, idle_forget: float = 0.995, ridge: float = 1e-3,
+                 min_quiet_s: float = 0.5, max_classes: int = 256) -> None:
+        self._forget, self._idle_forget, self._ridge = forget, idle_forget, ridge
+        self._min_quiet_s, self._max_classes = min_quiet_s, max_classes
         self._index: dict[str, int] = {}
         self._a = np.zeros((1, 1))  # normal equations over [dt, tau_1..tau_K]
         self._b = np.zeros(1)
-        self._seen_s = np.zeros(1)  # seconds of data per unknown (dt for idle, tau for classes)
+        self._seen_s = np.zeros(1)  # seconds of data per regressor
         self._theta = np.zeros(1)
+        self._quiet_j = self._quiet_s = 0.0
         self._dirty = False
+        self._idle_w, self._active_w, self._mean_w = 0.0, {}, None
 
     def _col(self, work_class: str) -> int | None:
         col = self._index.get(work_class)
@@ -54,9 +70,13 @@ class PowerModel:
             self._a, self._b, self._seen_s, self._theta = a, b, s, t
         return col
 
-    def update(self, dt_s: float, tau_s: dict[str, float], energy_j: float) -> None:
-        """Add one interval: ``dt_s`` long, class ``k`` ran ``tau_s[k]`` seconds in it, the device used ``energy_j``."""
-        cols = [(self._col(k), v) for k, v in tau_s.items()]
+    def update(self, dt_s: float, tau_s: dict[str, float], energy_j: float, quiet: bool = False) -> None:
+        """Add one interval: ``dt_s`` long, class ``k`` ran ``tau_s[k]`` seconds in it, the device used ``energy_j``.
+        ``quiet``: nothing ran in or near it, so it measures the idle draw alone."""
+        if quiet:
+            self._quiet_j = self._quiet_j * self._idle_forget + energy_j
+            self._quiet_s = self._quiet_s * self._idle_forget + dt_s
+        cols = [(self._col(k), v) for k, v in tau_s.items()]  # may grow the matrices first
         x = np.zeros(len(self._b))
         x[0] = dt_s
         for col, v in cols:
@@ -69,38 +89,48 @@ class PowerModel:
         self._seen_s += x
         self._dirty = True
 
-    def _solve(self) -> np.ndarray:
-        if self._dirty:
-            n = len(self._b)
-            seen = self._seen_s[1:] > 0
-            prior = self._theta.copy()
-            if seen.any():  # unseen classes are pulled towards the mean of the seen ones
-                prior[1:][~seen] = float(np.mean(self._theta[1:][seen])) if np.any(self._theta[1:][seen]) else 0.0
-            rho = self._ridge * (np.trace(self._a) / n + 1e-12)
-            try:
-                theta = np.linalg.solve(self._a + rho * np.eye(n), self._b + rho * prior)
-            except np.linalg.LinAlgError:
-                theta = prior
-            self._theta = np.clip(theta, 0.0, None)
-            self._dirty = False
-        return self._theta
+    def _solve(self) -> None:
+        if not self._dirty:
+            return
+        n = len(self._b)
+        seen = self._seen_s[1:] > 0
+        prior = self._theta.copy()
+        if seen.any():  # unseen classes are pulled towards the mean of the seen ones
+            prior[1:][~seen] = float(np.mean(self._theta[1:][seen]))
+        rho = self._ridge * (np.trace(self._a) / n + 1e-12)
+        a, b = self._a + rho * np.eye(n), self._b + rho * prior
+        try:
+            if self._quiet_s >= self._min_quiet_s:  # idle known from quiet time: fit the active part only
+                idle = self._quiet_j / self._quiet_s
+                theta = np.empty(n)
+                theta[0] = idle
+                if n > 1:
+                    theta[1:] = np.linalg.solve(a[1:, 1:], b[1:] - a[1:, 0] * idle)
+            else:
+                theta = np.linalg.solve(a, b)
+        except np.linalg.LinAlgError:
+            theta = prior
+        self._theta = np.clip(theta, 0.0, None)
+        self._dirty = False
+        # plain floats for the hot path: numpy scalar access costs microseconds per call
+        values, seen_list = self._theta.tolist(), self._seen_s.tolist()
+        self._idle_w = values[0]
+        self._active_w = {k: values[c] for k, c in self._index.items() if seen_list[c] > 0}
+        self._mean_w = sum(self._active_w.values()) / len(self._active_w) if self._active_w else None
 
     @property
     def idle_w(self) -> float:
-        return float(self._solve()[0])
+        self._solve()
+        return self._idle_w
 
     def active_w(self, work_class: str) -> float | None:
-        """Learned active watts of a class; None while the class has no data (the caller uses time share)."""
-        theta = self._solve()
-        col = self._index.get(work_class)
-        if col is None or self._seen_s[col] <= 0:
-            seen = self._seen_s[1:] > 0
-            return float(np.mean(theta[1:][seen])) if seen.any() else None
-        return float(theta[col])
+        """Learned active watts of a class; the mean of the known classes for a new one; None with no data."""
+        self._solve()
+        return self._active_w.get(work_class, self._mean_w)
 
     def snapshot(self) -> dict[str, float]:
-        theta = self._solve()
-        return {"idle_w": float(theta[0]), **{k: float(theta[c]) for k, c in self._index.items()}}
+        self._solve()
+        return {"idle_w": self._idle_w, **self._active_w}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +142,6 @@ class Share:
     occupancy_s: float = 0.0
     estimated_j: float = 0.0  # part of active_j + idle_j that is a model estimate, not measured
     degraded: bool = False  # an interval it overlapped had unreliable timing (meter gap)
-
-    def plus(self, other: "Share") -> "Share":
-        return Share(self.active_j + other.active_j, self.idle_j + other.idle_j,
-                     self.occupancy_s + other.occupancy_s, self.estimated_j + other.estimated_j,
-                     self.degraded or other.degraded)
 
 
 @dataclass
@@ -130,180 +155,230 @@ class DeviceTotals:
     intervals: int = 0
     degraded_intervals: int = 0
     last_power_w: float = 0.0
-    covered_until_s: float | None = None
+    covered_until_s: float | None = None  # requests that ended by then have all their energy on this device
+    last_edge: Edge | None = None
 
 
-@dataclass
-class _Request:
-    request_id: str
-    work_class: str
-    devices: frozenset[str]
-    start_s: float
-    end_s: float | None = None
-    shares: dict[str, Share] = field(default_factory=dict)
-    expired: bool = False  # finalised from estimates because a meter went stale
+class Request:
+    """A request being attributed. The metering facade subclasses it to carry the record's metadata."""
+
+    __slots__ = ("request_id", "work_class", "devices", "start_s", "end_s", "acc", "expired")
+
+    def __init__(self, request_id: str, work_class: str, devices: frozenset[str], start_s: float) -> None:
+        self.request_id, self.work_class, self.devices, self.start_s = request_id, work_class, devices, start_s
+        self.end_s: float | None = None
+        self.acc: dict[str, list] = {}  # device -> [active_j, idle_j, occupancy_s, degraded]
+        self.expired = False  # finalised from estimates because a meter went stale
+
+    def share(self, dev: str) -> Share:
+        a = self.acc.get(dev)
+        return Share(a[0], a[1], a[2], 0.0, a[3]) if a else Share()
 
 
-Overlap = tuple[_Request, float, float]  # request, overlap seconds, occupancy seconds (integral of 1/n)
+Overlap = tuple[Request, float, float]  # request, expected overlap seconds, expected occupancy seconds
 
 
-def sweep(requests: Iterable[_Request], t0: float, t1: float) -> tuple[list[Overlap], float]:
-    """Overlap and occupancy (time shared equally among concurrent requests) of each request in [t0, t1].
+def _membership(t: float, e0: Edge, e1: Edge) -> float:
+    """Probability that instant ``t`` lies inside an interval whose edges are uniform in ``e0`` and ``e1``."""
+    up = 1.0 if t >= e0[1] else 0.0 if t <= e0[0] else (t - e0[0]) / (e0[1] - e0[0])
+    down = 1.0 if t <= e1[0] else 0.0 if t >= e1[1] else (e1[1] - t) / (e1[1] - e1[0])
+    return up * down
 
-    Returns the per-request figures and the busy time (length of the union of the overlaps).
+
+def sweep(requests: Iterable[Request], e0: Edge, e1: Edge) -> tuple[list[Overlap], float]:
+    """Expected overlap and occupancy of each request with an interval whose edges are uncertain.
+
+    A counter that ticks every 100 ms, read every 20 ms, tells when a tick happened only to within 20 ms. Each
+    instant belongs to the interval with a probability that ramps up across the first edge's window and down
+    across the last one's (the two ramps of adjacent intervals sum to 1), so a request running near a tick
+    counts partly in both intervals: no class systematically absorbs its neighbours' energy. Occupancy shares
+    each instant equally among the requests running then. Returns the figures and the expected busy time.
     """
+    lo, hi = e0[0], e1[1]
     spans = []
     for req in requests:
-        a = max(req.start_s, t0)
-        b = t1 if req.end_s is None else min(req.end_s, t1)
+        a = max(req.start_s, lo)
+        b = hi if req.end_s is None else min(req.end_s, hi)
         if b > a:
             spans.append((req, a, b))
     if not spans:
         return [], 0.0
-    events = sorted({t for _, a, b in spans for t in (a, b)})
+    events = [(a, 1, i) for i, (_, a, _) in enumerate(spans)] + [(b, 0, i) for i, (_, _, b) in enumerate(spans)]
+    events += [(t, 2, -1) for t in (e0[1], e1[0]) if lo < t < hi]  # ramp corners: no change in who runs
+    events.sort()
+    overlap = [0.0] * len(spans)
     occupancy = [0.0] * len(spans)
-    busy = 0.0
-    for lo, hi in zip(events, events[1:]):
-        running = [i for i, (_, a, b) in enumerate(spans) if a <= lo and b >= hi]
-        if running:
-            busy += hi - lo
-            for i in running:
-                occupancy[i] += (hi - lo) / len(running)
-    return [(req, b - a, occ) for (req, a, b), occ in zip(spans, occupancy)], busy
+    running: set[int] = set()
+    busy, last_t, last_m = 0.0, events[0][0], _membership(events[0][0], e0, e1)
+    for t, kind, i in events:
+        m = _membership(t, e0, e1)
+        if running and t > last_t:
+            w = 0.5 * (m + last_m) * (t - last_t)  # membership is linear between events: exact
+            busy += w
+            each = w / len(running)
+            for j in running:
+                overlap[j] += w
+                occupancy[j] += each
+        last_t, last_m = t, m
+        if kind == 1:
+            running.add(i)
+        elif kind == 0:
+            running.discard(i)
+    return [(req, ov, occ) for (req, _, _), ov, occ in zip(spans, overlap, occupancy)], busy
 
 
 class Attributor:
     """Per-request energy on every device, from sampled intervals. Thread-safe.
 
-    ``on_final(request_id, shares)`` is called (outside the lock, from the sampler thread) once every device of
-    the request has covered it. ``time_share=True`` ignores the learned powers: the naive split, for comparison.
+    ``on_final(request, shares)`` is called (outside the lock, from the sampler thread) once every device of the
+    request has covered it. ``time_share=True`` ignores the learned powers: the naive split, for comparison.
     """
 
-    def __init__(self, devices: Iterable[DeviceInfo], on_final: Callable[[str, dict[str, Share]], None],
+    def __init__(self, devices: Iterable[DeviceInfo], on_final: Callable[[Request, dict[str, Share]], None],
                  *, stale_after_s: float = 2.0, time_share: bool = False,
                  model_factory: Callable[[], PowerModel] = PowerModel) -> None:
         self.devices = {d.id: d for d in devices}
+        self.all_devices = frozenset(self.devices)
         self.models = {d: model_factory() for d in self.devices}
         self.totals = {d: DeviceTotals() for d in self.devices}
         self._on_final = on_final
         self._stale_after_s = stale_after_s
         self._time_share = time_share
         self._lock = threading.Lock()
-        self._open: dict[str, _Request] = {}
+        self._open: dict[str, Request] = {}
+        self._running = 0  # requests begun and not yet ended
 
     # -- request path: O(1), no meter reads -------------------------------------------------------------
-    def begin(self, request_id: str, work_class: str, t_s: float, devices: Iterable[str] | None = None) -> None:
-        devs = frozenset(self.devices if devices is None else (d for d in devices if d in self.devices))
+    def begin(self, req: Request) -> None:
         with self._lock:
-            if request_id in self._open:
-                raise ValueError(f"request {request_id!r} is already being metered")
-            self._open[request_id] = _Request(request_id, work_class, devs, t_s)
+            if req.request_id in self._open:
+                raise ValueError(f"request {req.request_id!r} is already being metered")
+            self._open[req.request_id] = req
+            self._running += 1
 
-    def end(self, request_id: str, t_s: float) -> dict[str, Share]:
+    def end(self, req: Request, t_s: float) -> dict[str, Share]:
         """Mark the request finished; return its provisional shares (covered part + estimated tail)."""
         with self._lock:
-            req = self._open[request_id]
             req.end_s = max(t_s, req.start_s)
-            concurrency = sum(1 for r in self._open.values() if r.end_s is None) + 1
+            self._running -= 1
+            concurrency = self._running + 1
             return {d: self._provisional(req, d, concurrency) for d in req.devices}
 
-    def cancel(self, request_id: str) -> None:
+    def cancel(self, req: Request) -> None:
         """Forget a request that never ran (e.g. its client left while it was queued)."""
         with self._lock:
-            self._open.pop(request_id, None)
+            if self._open.pop(req.request_id, None) is not None and req.end_s is None:
+                self._running -= 1
 
-    def _provisional(self, req: _Request, dev: str, concurrency: int) -> Share:
-        covered = self.totals[dev].covered_until_s
-        tail_start = req.start_s if covered is None else max(req.start_s, covered)
-        tail_s = max(0.0, (req.end_s or tail_start) - tail_start)
-        share = req.shares.get(dev, Share())
+    def _provisional(self, req: Request, dev: str, concurrency: int) -> Share:
+        tot = self.totals[dev]
+        edge = tot.last_edge
+        tail_start = req.start_s if edge is None else max(req.start_s, 0.5 * (edge[0] + edge[1]))
+        end_s = req.end_s if req.end_s is not None else tail_start
+        tail_s = max(0.0, end_s - tail_start)
+        share = req.share(dev)
         if tail_s <= 0:
             return share
         model = self.models[dev]
-        active_w = model.active_w(req.work_class) or 0.0
-        idle_w = model.idle_w / concurrency
+        active_w = model.active_w(req.work_class)
+        idle_w = model.idle_w
+        if active_w is None:  # cold start: the device's recent draw above idle
+            active_w = max(0.0, tot.last_power_w - idle_w)
+        idle_w /= concurrency
         est = (active_w + idle_w) * tail_s
-        return share.plus(Share(active_w * tail_s, idle_w * tail_s, tail_s / concurrency, est, False))
+        return Share(share.active_j + active_w * tail_s, share.idle_j + idle_w * tail_s,
+                     share.occupancy_s + tail_s / concurrency, est, share.degraded)
 
     # -- sampler path ------------------------------------------------------------------------------------
-    def on_interval(self, dev: str, t0: float, t1: float, energy_j: float, degraded: bool = False) -> None:
-        """Split one measured interval of device ``dev`` among the requests that ran in it."""
-        finals: list[tuple[str, dict[str, Share]]] = []
+    def on_interval(self, dev: str, e0: Edge, e1: Edge, energy_j: float, degraded: bool = False) -> None:
+        """Split one measured interval of device ``dev`` (edges known to within ``e0``, ``e1``)."""
         with self._lock:
-            self._split(dev, t0, t1, max(0.0, energy_j), degraded)
+            self._split(dev, e0, e1, max(0.0, energy_j), degraded)
             finals = self._collect_finals()
-        for request_id, shares in finals:
-            self._on_final(request_id, shares)
+        for req, shares in finals:
+            self._on_final(req, shares)
 
-    def _split(self, dev: str, t0: float, t1: float, energy_j: float, degraded: bool) -> None:
+    def _split(self, dev: str, e0: Edge, e1: Edge, energy_j: float, degraded: bool) -> None:
         tot = self.totals[dev]
         tot.measured_j += energy_j
         tot.intervals += 1
         tot.degraded_intervals += degraded
-        tot.covered_until_s = t1
-        dt = t1 - t0
+        tot.covered_until_s = e1[0]
+        tot.last_edge = e1
+        dt = 0.5 * (e1[0] + e1[1]) - 0.5 * (e0[0] + e0[1])
         if dt <= 0:
             tot.unattributed_idle_j += energy_j
             return
         tot.last_power_w = energy_j / dt
         model = self.models[dev]
-        overlaps, busy_s = sweep((r for r in self._open.values() if dev in r.devices), t0, t1)
+        overlaps, _ = sweep((r for r in self._open.values() if dev in r.devices), e0, e1)
         if not degraded:
             tau: dict[str, float] = {}
             for req, ov, _ in overlaps:
                 tau[req.work_class] = tau.get(req.work_class, 0.0) + ov
-            model.update(dt, tau, energy_j)
-        idle_j = min(energy_j, model.idle_w * dt) if overlaps else energy_j
+            model.update(dt, tau, energy_j, quiet=not overlaps)
+        if not overlaps:
+            tot.unattributed_idle_j += energy_j
+            return
+        idle_j = min(energy_j, model.idle_w * dt)
         pool_j = energy_j - idle_j
-        weights = [ov * (1.0 if self._time_share else (model.active_w(req.work_class) or 0.0))
-                   for req, ov, _ in overlaps]
-        if sum(weights) <= 0:
+        if self._time_share:
             weights = [ov for _, ov, _ in overlaps]
+        else:
+            weights = [ov * (model.active_w(req.work_class) or 0.0) for req, ov, _ in overlaps]
+            if sum(weights) <= 0:
+                weights = [ov for _, ov, _ in overlaps]
         w_sum = sum(weights)
-        idle_shared = 0.0
+        shared = 0.0
         for (req, _, occ), w in zip(overlaps, weights):
             active = pool_j * w / w_sum
             idle = idle_j * occ / dt
-            idle_shared += idle
-            if req.expired:  # already final from estimates: its measured part cannot be reported any more
+            shared += active + idle
+            if req.expired:  # already final from estimates: its measured part can no longer be reported
                 tot.unattributed_idle_j += active + idle
                 continue
             tot.attributed_active_j += active
             tot.attributed_idle_j += idle
-            req.shares[dev] = req.shares.get(dev, Share()).plus(Share(active, idle, occ, 0.0, degraded))
-        # the idle energy of the moments when nothing ran; computed as a remainder so the ledger balances exactly
-        tot.unattributed_idle_j += energy_j - pool_j * (1 if overlaps else 0) - idle_shared
+            acc = req.acc.get(dev)
+            if acc is None:
+                req.acc[dev] = [active, idle, occ, degraded]
+            else:
+                acc[0] += active
+                acc[1] += idle
+                acc[2] += occ
+                acc[3] = acc[3] or degraded
+        # the idle draw of the moments when nothing ran: a remainder, so the ledger balances exactly
+        tot.unattributed_idle_j += energy_j - shared
 
-    def _collect_finals(self) -> list[tuple[str, dict[str, Share]]]:
+    def _collect_finals(self) -> list[tuple[Request, dict[str, Share]]]:
         finals = []
         for request_id, req in list(self._open.items()):
             if req.end_s is None:
                 continue
-            if all((self.totals[d].covered_until_s or -1.0) >= req.end_s for d in req.devices):
+            if all((self.totals[d].covered_until_s or float("-inf")) >= req.end_s for d in req.devices):
                 del self._open[request_id]
                 if not req.expired:
-                    finals.append((request_id, {d: req.shares.get(d, Share()) for d in req.devices}))
+                    finals.append((req, {d: req.share(d) for d in req.devices}))
         return finals
 
     def expire(self, now_s: float) -> None:
         """Finalise requests that a stale meter cannot cover, filling the gap from the power model."""
         finals = []
         with self._lock:
-            for request_id, req in self._open.items():
+            for req in self._open.values():
                 if req.expired or req.end_s is None or now_s - req.end_s < self._stale_after_s:
                     continue
                 shares = {}
                 for d in req.devices:
                     covered = self.totals[d].covered_until_s
                     if covered is not None and covered >= req.end_s:
-                        shares[d] = req.shares.get(d, Share())
+                        shares[d] = req.share(d)
                     else:
-                        est = self._provisional(req, d, 1)
-                        shares[d] = replace(est, degraded=True)
+                        shares[d] = replace(self._provisional(req, d, 1), degraded=True)
                 req.expired = True
-                finals.append((request_id, shares))
-        for request_id, shares in finals:
-            self._on_final(request_id, shares)
+                finals.append((req, shares))
+        for req, shares in finals:
+            self._on_final(req, shares)
 
     def open_count(self) -> int:
         with self._lock:

@@ -14,10 +14,10 @@ import time
 import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Callable, Iterable, Iterator
 
-from service.energy.attribution import Attributor, DeviceTotals, Share
+from service.energy.attribution import Attributor, DeviceTotals, Request, Share
 from service.energy.carbon import CarbonModel, ConstantIntensity
 from service.energy.meters.base import Meter
 from service.energy.record import Accounting, ComponentEnergy, EnergyRecord
@@ -33,22 +33,18 @@ def work_class(model: str, task: str, tokens: int = 0) -> str:
     return f"{model}|{task}|{bucket}"
 
 
-@dataclass
-class Ticket:
+class Ticket(Request):
     """A request being metered. ``record`` is its provisional record once :meth:`Metering.end` ran."""
 
-    request_id: str
-    model: str
-    task: str
-    work_class: str
-    devices: tuple[str, ...]
-    started_at_s: float
-    start_s: float
-    queue_s: float
-    tokens_in: int
-    tokens_out: int = 0
-    end_s: float | None = None
-    record: EnergyRecord | None = field(default=None, repr=False)
+    __slots__ = ("model", "task", "device_order", "started_at_s", "queue_s", "tokens_in", "tokens_out", "record")
+
+    def __init__(self, request_id: str, model: str, task: str, work_class_: str, devices: tuple[str, ...],
+                 started_at_s: float, start_s: float, queue_s: float, tokens_in: int) -> None:
+        super().__init__(request_id, work_class_, frozenset(devices), start_s)
+        self.model, self.task, self.device_order = model, task, devices
+        self.started_at_s, self.queue_s = started_at_s, queue_s
+        self.tokens_in, self.tokens_out = tokens_in, 0
+        self.record: EnergyRecord | None = None
 
 
 class Metering:
@@ -66,8 +62,8 @@ class Metering:
         self.attributor = Attributor(devices, self._finalise, stale_after_s=stale_after_s, time_share=time_share)
         self.sampler = Sampler(self.meters, self.attributor.on_interval, clock=clock, on_tick=self.attributor.expire)
         self.devices: dict[str, DeviceInfo] = {d.id: d for d in devices}
+        self._device_ids = tuple(self.devices)
         self._lock = threading.Lock()
-        self._tickets: dict[str, Ticket] = {}
         self._store: OrderedDict[str, EnergyRecord] = OrderedDict()
         self._store_size = store_size
         self._subscribers: list[Callable[[EnergyRecord], None]] = []
@@ -93,18 +89,15 @@ class Metering:
     def begin(self, model: str, task: str, *, request_id: str | None = None, tokens_in: int = 0,
               work_class_: str | None = None, devices: Iterable[str] | None = None, queue_s: float = 0.0) -> Ticket:
         request_id = request_id or uuid.uuid4().hex
-        devs = tuple(self.devices) if devices is None else tuple(d for d in devices if d in self.devices)
+        devs = self._device_ids if devices is None else tuple(d for d in devices if d in self.devices)
         ticket = Ticket(request_id, model, task, work_class_ or work_class(model, task, tokens_in), devs,
                         self._wall(), self._clock(), queue_s, tokens_in)
-        with self._lock:
-            self._tickets[request_id] = ticket
-        self.attributor.begin(request_id, ticket.work_class, ticket.start_s, devs)
+        self.attributor.begin(ticket)
         return ticket
 
     def end(self, ticket: Ticket, tokens_out: int = 0) -> EnergyRecord:
-        ticket.end_s = self._clock()
         ticket.tokens_out = tokens_out
-        shares = self.attributor.end(ticket.request_id, ticket.end_s)
+        shares = self.attributor.end(ticket, self._clock())
         ticket.record = self._build(ticket, shares, Status.PROVISIONAL)
         with self._lock:
             if ticket.request_id not in self._store:  # the final one may already be there
@@ -113,9 +106,7 @@ class Metering:
 
     def cancel(self, ticket: Ticket) -> None:
         """Drop a request that did not run: it costs nothing and is never reported."""
-        self.attributor.cancel(ticket.request_id)
-        with self._lock:
-            self._tickets.pop(ticket.request_id, None)
+        self.attributor.cancel(ticket)
 
     @contextmanager
     def track(self, model: str, task: str, **kwargs) -> Iterator[Ticket]:
@@ -140,11 +131,8 @@ class Metering:
         while len(self._store) > self._store_size:
             self._store.popitem(last=False)
 
-    def _finalise(self, request_id: str, shares: dict[str, Share]) -> None:
-        with self._lock:
-            ticket = self._tickets.pop(request_id, None)
-        if ticket is None:
-            return
+    def _finalise(self, ticket: Request, shares: dict[str, Share]) -> None:
+        assert isinstance(ticket, Ticket)
         record = self._build(ticket, shares, Status.FINAL)
         with self._lock:
             self._put(record)
@@ -155,20 +143,24 @@ class Metering:
                 log.exception("energy record subscriber failed")
 
     def _build(self, ticket: Ticket, shares: dict[str, Share], status: Status) -> EnergyRecord:
-        per_component: dict[Component, list[tuple[DeviceInfo, Share]]] = {}
+        final = status is Status.FINAL
+        sums: dict[Component, list] = {}
         for dev_id, share in shares.items():
             info = self.devices[dev_id]
-            per_component.setdefault(info.component, []).append((info, share))
-        components = {}
-        for component, items in per_component.items():
-            methods = [Method.ESTIMATED if (s.degraded or s.estimated_j > 0 and status is Status.FINAL) else d.method
-                       for d, s in items]
-            components[component] = ComponentEnergy(sum(s.active_j for _, s in items),
-                                                    sum(s.idle_j for _, s in items), Method.combine(methods))
-        device_time_s = shares[ticket.devices[0]].occupancy_s if ticket.devices else 0.0
+            method = Method.ESTIMATED if share.degraded or (final and share.estimated_j > 0) else info.method
+            acc = sums.get(info.component)
+            if acc is None:
+                sums[info.component] = [share.active_j, share.idle_j, {method}]
+            else:
+                acc[0] += share.active_j
+                acc[1] += share.idle_j
+                acc[2].add(method)
+        components = {c: ComponentEnergy(a, i, Method.combine(m)) for c, (a, i, m) in sums.items()}
+        energy_j = sum(c.figure_j(self.accounting) for c in components.values())
+        device_time_s = shares[ticket.device_order[0]].occupancy_s if ticket.device_order else 0.0
         end_s = ticket.end_s if ticket.end_s is not None else ticket.start_s
-        record = EnergyRecord(
+        return EnergyRecord(
             ticket.request_id, ticket.model, ticket.task, ticket.work_class, status, self.accounting,
             ticket.started_at_s, ticket.queue_s, end_s - ticket.start_s, device_time_s,
-            ticket.tokens_in, ticket.tokens_out, components)
-        return replace(record, carbon=self.carbon.assess(record.energy_j, ticket.started_at_s, device_time_s))
+            ticket.tokens_in, ticket.tokens_out, MappingProxyType(components),
+            self.carbon.assess(energy_j, ticket.started_at_s, device_time_s))

@@ -43,11 +43,8 @@ class EnergyRecord:
     device_time_s: float  # fair share of device time (concurrent requests split it)
     tokens_in: int
     tokens_out: int
-    components: Mapping[Component, ComponentEnergy] = field(default_factory=dict)
+    components: Mapping[Component, ComponentEnergy] = field(default_factory=lambda: MappingProxyType({}))
     carbon: Carbon | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "components", MappingProxyType(dict(self.components)))
 
     @property
     def method(self) -> Method:

@@ -22,7 +22,8 @@ from service.energy.types import DeviceInfo
 
 log = logging.getLogger(__name__)
 
-IntervalSink = Callable[[str, float, float, float, bool], None]  # device id, t0_s, t1_s, energy_j, degraded
+Edge = tuple[float, float]  # the counter's value changed somewhere in [lo, hi]
+IntervalSink = Callable[[str, Edge, Edge, float, bool], None]  # device id, first edge, last edge, joules, degraded
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +38,15 @@ class _MeterState:
     meter: Meter
     period_s: float
     next_due_s: float = 0.0
-    last_read_s: float | None = None
+    last_read: Edge | None = None  # when the last good read started and ended
     values: list[float] | None = None  # counter values at the last good read
-    boundary: list[tuple[float, float] | None] = field(default_factory=list)  # (t_s, energy_j) per device
+    boundary: list[tuple[Edge, float] | None] = field(default_factory=list)  # (edge, energy_j) per device
     primed: list[bool] = field(default_factory=list)  # tick meters: first change seen (a true tick boundary)
     failing: bool = False
     errors: int = 0
     last_error: str = ""
+    tick_period_s: list[float] = field(default_factory=list)  # tick meters: learned period per device
+    tick_next_s: list[float | None] = field(default_factory=list)  # when the next tick is expected
 
 
 class Sampler:
@@ -54,7 +57,8 @@ class Sampler:
         self._clock, self._sink, self._on_tick = clock, sink, on_tick
         self._states = [
             _MeterState(m, min(d.sample_period_s for d in m.devices),
-                        boundary=[None] * len(m.devices), primed=[d.tick_s <= 0 for d in m.devices])
+                        boundary=[None] * len(m.devices), primed=[d.tick_s <= 0 for d in m.devices],
+                        tick_period_s=[d.tick_s for d in m.devices], tick_next_s=[None] * len(m.devices))
             for m in meters if m.devices]
         self.devices: tuple[DeviceInfo, ...] = tuple(d for s in self._states for d in s.meter.devices)
         self.timeline: dict[str, deque[TimelinePoint]] = {d.id: deque(maxlen=timeline_points) for d in self.devices}
@@ -93,9 +97,29 @@ class Sampler:
         for state in self._states:
             if force or now >= state.next_due_s:
                 self._read(state, now_s)
-                state.next_due_s = now + state.period_s
+                state.next_due_s = self._next_due(state, now)
         if self._on_tick is not None:
             self._on_tick(now)
+
+    def next_due_s(self) -> float:
+        """When the next meter read is due (the thread sleeps until then)."""
+        return min((s.next_due_s for s in self._states), default=self._clock() + 1.0)
+
+    @staticmethod
+    def _next_due(state: _MeterState, now: float) -> float:
+        """Phase-locked reading of ticking counters: skip the quiet middle of a tick period and read densely
+        around the expected tick, so a tick's instant is known to a few ms for the cost of a coarse cadence."""
+        due = now + state.period_s
+        for i, dev in enumerate(state.meter.devices):
+            expected = state.tick_next_s[i] if dev.tick_s > 0 else None
+            if expected is None:
+                continue
+            guard = 0.15 * state.tick_period_s[i]
+            if now < expected - guard:
+                due = min(due, expected - guard)
+            elif now < expected + 3 * guard:
+                due = min(due, now + max(0.001, state.period_s / 5))
+        return due
 
     def _read(self, state: _MeterState, now_s: float | None) -> None:
         t_before = self._clock() if now_s is None else now_s
@@ -108,36 +132,46 @@ class Sampler:
                             [d.id for d in state.meter.devices], exc)
             state.failing, state.last_error = True, str(exc)
             return
-        t_read = t_before if now_s is not None else 0.5 * (t_before + self._clock())
+        read: Edge = (t_before, t_before if now_s is not None else self._clock())
         degraded = state.failing
         if state.failing:
             log.info("meter %s recovered", [d.id for d in state.meter.devices])
             state.failing = False
-        prev_read = state.last_read_s
         for i, (dev, value) in enumerate(zip(state.meter.devices, values)):
             old = state.values[i] if state.values is not None else None
             if dev.tick_s > 0:
                 if old is None or value == old:
                     continue
-                t_b = t_read if prev_read is None or degraded else 0.5 * (prev_read + t_read)
-                if not state.primed[i]:  # the first tick seen gives the first trustworthy boundary
+                edge = (state.last_read[0], read[1])  # old value seen in the last read, new one in this
+                self._learn_tick(state, i, 0.5 * (edge[0] + edge[1]))
+                if not state.primed[i]:  # the first change seen gives the first trustworthy edge
                     state.primed[i] = True
-                    state.boundary[i] = (t_b, value)
-                    self.timeline[dev.id].append(TimelinePoint(t_b, value, False))
+                    state.boundary[i] = (edge, value)
+                    self.timeline[dev.id].append(TimelinePoint(0.5 * (edge[0] + edge[1]), value, False))
                     continue
             else:
-                t_b = t_read
-            self._close(dev.id, state.boundary, i, t_b, value, degraded)
-        state.values, state.last_read_s = values, t_read
+                edge = read
+            self._close(dev.id, state.boundary, i, edge, value, degraded)
+        state.values, state.last_read = values, read
 
-    def _close(self, dev_id: str, boundary: list, i: int, t_s: float, value: float, degraded: bool) -> None:
+    @staticmethod
+    def _learn_tick(state: _MeterState, i: int, mid_s: float) -> None:
+        period = state.tick_period_s[i]
+        last = state.boundary[i]
+        if last is not None:
+            gap = mid_s - 0.5 * (last[0][0] + last[0][1])
+            if 0.5 * period < gap < 1.5 * period:
+                state.tick_period_s[i] = 0.8 * period + 0.2 * gap
+        state.tick_next_s[i] = mid_s + state.tick_period_s[i]
+
+    def _close(self, dev_id: str, boundary: list, i: int, edge: Edge, value: float, degraded: bool) -> None:
         prev = boundary[i]
-        if prev is not None and t_s <= prev[0]:
+        if prev is not None and edge[1] <= prev[0][1]:
             return  # no time has passed: the energy stays in the next interval
-        boundary[i] = (t_s, value)
-        self.timeline[dev_id].append(TimelinePoint(t_s, value, degraded))
+        boundary[i] = (edge, value)
+        self.timeline[dev_id].append(TimelinePoint(0.5 * (edge[0] + edge[1]), value, degraded))
         if prev is not None:
-            self._sink(dev_id, prev[0], t_s, value - prev[1], degraded)
+            self._sink(dev_id, prev[0], edge, value - prev[1], degraded)
 
     def errors(self) -> dict[str, tuple[int, str]]:
         return {d.id: (s.errors, s.last_error) for s in self._states for d in s.meter.devices}
