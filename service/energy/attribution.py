@@ -236,7 +236,11 @@ class Attributor:
 
     def __init__(self, devices: Iterable[DeviceInfo], on_final: Callable[[Request, dict[str, Share]], None],
                  *, stale_after_s: float = 2.0, time_share: bool = False,
-                 model_factory: Callable[[], PowerModel] = PowerModel) -> None:
+                 model_factory: Callable[[], PowerModel] = PowerModel,
+                 clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self._now = clock or time.perf_counter
         self.devices = {d.id: d for d in devices}
         self.all_devices = frozenset(self.devices)
         self.models = {d: model_factory() for d in self.devices}
@@ -256,13 +260,21 @@ class Attributor:
             self._open[req.request_id] = req
             self._running += 1
 
-    def end(self, req: Request, t_s: float) -> dict[str, Share]:
-        """Mark the request finished; return its provisional shares (covered part + estimated tail)."""
+    def end(self, req: Request, t_s: float) -> None:
+        """Mark the request finished (idempotent). Its final shares follow from the sampler thread."""
         with self._lock:
-            req.end_s = max(t_s, req.start_s)
-            self._running -= 1
-            concurrency = self._running + 1
-            return {d: self._provisional(req, d, concurrency) for d in req.devices}
+            if req.end_s is None:
+                req.end_s = max(t_s, req.start_s)
+                self._running -= 1
+
+    def provisional(self, req: Request) -> dict[str, Share]:
+        """The request's shares so far: the covered part measured, the rest estimated from the power model."""
+        with self._lock:
+            concurrency = self._running + (1 if req.end_s is not None else 0)
+            return {d: self._provisional(req, d, max(1, concurrency)) for d in req.devices}
+
+    def get_open(self, request_id: str) -> Request | None:
+        return self._open.get(request_id)
 
     def cancel(self, req: Request) -> None:
         """Forget a request that never ran (e.g. its client left while it was queued)."""
@@ -274,7 +286,7 @@ class Attributor:
         tot = self.totals[dev]
         edge = tot.last_edge
         tail_start = req.start_s if edge is None else max(req.start_s, 0.5 * (edge[0] + edge[1]))
-        end_s = req.end_s if req.end_s is not None else tail_start
+        end_s = req.end_s if req.end_s is not None else max(tail_start, self._now())
         tail_s = max(0.0, end_s - tail_start)
         share = req.share(dev)
         if tail_s <= 0:
@@ -352,10 +364,13 @@ class Attributor:
 
     def _collect_finals(self) -> list[tuple[Request, dict[str, Share]]]:
         finals = []
+        covered = {d: (t.covered_until_s if t.covered_until_s is not None else float("-inf"))
+                   for d, t in self.totals.items()}
+        all_covered = min(covered.values(), default=float("-inf"))
         for request_id, req in list(self._open.items()):
             if req.end_s is None:
                 continue
-            if all((self.totals[d].covered_until_s or float("-inf")) >= req.end_s for d in req.devices):
+            if req.end_s <= all_covered or all(covered[d] >= req.end_s for d in req.devices):
                 del self._open[request_id]
                 if not req.expired:
                     finals.append((req, {d: req.share(d) for d in req.devices}))

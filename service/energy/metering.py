@@ -1,12 +1,14 @@
 """The metering facade: meters -> sampler -> attributor -> one frozen record per request.
 
-One :class:`Metering` per process. The request path calls :meth:`begin` and :meth:`end` (microseconds, no
-meter reads) and gets a *provisional* record; the *final* record follows from the sampler thread once every
-device's timeline covers the request, lands in a bounded store (:meth:`record`) and goes to subscribers.
+One :class:`Metering` per process. The request path calls :meth:`begin` and :meth:`end` (a few microseconds,
+no meter reads); :meth:`result` gives the best figure at response time (*provisional* until the timeline covers
+the request). The *final* record follows from the sampler thread once every device's timeline covers the
+request, lands in a bounded store (:meth:`record`) and goes to subscribers.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -34,17 +36,17 @@ def work_class(model: str, task: str, tokens: int = 0) -> str:
 
 
 class Ticket(Request):
-    """A request being metered. ``record`` is its provisional record once :meth:`Metering.end` ran."""
+    """A request being metered, with what its record needs besides energy."""
 
-    __slots__ = ("model", "task", "device_order", "started_at_s", "queue_s", "tokens_in", "tokens_out", "record")
+    __slots__ = ("model", "task", "device_order", "started_at_s", "queue_s", "tokens_in", "tokens_out")
 
     def __init__(self, request_id: str, model: str, task: str, work_class_: str, devices: tuple[str, ...],
-                 started_at_s: float, start_s: float, queue_s: float, tokens_in: int) -> None:
-        super().__init__(request_id, work_class_, frozenset(devices), start_s)
+                 device_set: frozenset[str], started_at_s: float, start_s: float, queue_s: float,
+                 tokens_in: int) -> None:
+        super().__init__(request_id, work_class_, device_set, start_s)
         self.model, self.task, self.device_order = model, task, devices
         self.started_at_s, self.queue_s = started_at_s, queue_s
         self.tokens_in, self.tokens_out = tokens_in, 0
-        self.record: EnergyRecord | None = None
 
 
 class Metering:
@@ -59,10 +61,13 @@ class Metering:
         devices = [d for m in self.meters for d in m.devices]
         if stale_after_s is None:
             stale_after_s = max([2.0] + [20 * d.tick_s for d in devices])
-        self.attributor = Attributor(devices, self._finalise, stale_after_s=stale_after_s, time_share=time_share)
+        self.attributor = Attributor(devices, self._finalise, stale_after_s=stale_after_s, time_share=time_share,
+                                     clock=clock)
         self.sampler = Sampler(self.meters, self.attributor.on_interval, clock=clock, on_tick=self.attributor.expire)
         self.devices: dict[str, DeviceInfo] = {d.id: d for d in devices}
         self._device_ids = tuple(self.devices)
+        self._id_prefix = uuid.uuid4().hex[:16]  # unique per process; a counter makes ids cheap and ordered
+        self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._store: OrderedDict[str, EnergyRecord] = OrderedDict()
         self._store_size = store_size
@@ -88,21 +93,30 @@ class Metering:
     # -- request path -------------------------------------------------------------------------------------
     def begin(self, model: str, task: str, *, request_id: str | None = None, tokens_in: int = 0,
               work_class_: str | None = None, devices: Iterable[str] | None = None, queue_s: float = 0.0) -> Ticket:
-        request_id = request_id or uuid.uuid4().hex
-        devs = self._device_ids if devices is None else tuple(d for d in devices if d in self.devices)
-        ticket = Ticket(request_id, model, task, work_class_ or work_class(model, task, tokens_in), devs,
+        request_id = request_id or f"{self._id_prefix}{next(self._ids):x}"
+        if devices is None:
+            devs, dev_set = self._device_ids, self.attributor.all_devices
+        else:
+            devs = tuple(d for d in devices if d in self.devices)
+            dev_set = frozenset(devs)
+        ticket = Ticket(request_id, model, task, work_class_ or work_class(model, task, tokens_in), devs, dev_set,
                         self._wall(), self._clock(), queue_s, tokens_in)
         self.attributor.begin(ticket)
         return ticket
 
-    def end(self, ticket: Ticket, tokens_out: int = 0) -> EnergyRecord:
+    def end(self, ticket: Ticket, tokens_out: int = 0) -> None:
+        """Mark the request finished: two timestamps and a counter, nothing more on the request path."""
         ticket.tokens_out = tokens_out
-        shares = self.attributor.end(ticket, self._clock())
-        ticket.record = self._build(ticket, shares, Status.PROVISIONAL)
+        self.attributor.end(ticket, self._clock())
+
+    def result(self, ticket: Ticket) -> EnergyRecord:
+        """The best figure now: the final record if the timeline already covers the request, else a provisional
+        one (measured part + model estimate of the tail), computed on demand."""
         with self._lock:
-            if ticket.request_id not in self._store:  # the final one may already be there
-                self._put(ticket.record)
-        return ticket.record
+            final = self._store.get(ticket.request_id)
+        if final is not None:
+            return final
+        return self._build(ticket, self.attributor.provisional(ticket), Status.PROVISIONAL)
 
     def cancel(self, ticket: Ticket) -> None:
         """Drop a request that did not run: it costs nothing and is never reported."""
@@ -118,9 +132,13 @@ class Metering:
 
     # -- results ------------------------------------------------------------------------------------------
     def record(self, request_id: str) -> EnergyRecord | None:
-        """Latest record of a recent request: final when known, else provisional."""
+        """Record of a recent request: final when known, provisional while it is still being attributed."""
         with self._lock:
-            return self._store.get(request_id)
+            final = self._store.get(request_id)
+        if final is not None:
+            return final
+        ticket = self.attributor.get_open(request_id)
+        return self.result(ticket) if isinstance(ticket, Ticket) and not ticket.expired else None
 
     def totals(self) -> dict[str, DeviceTotals]:
         return self.attributor.totals

@@ -11,6 +11,7 @@ the next good read closes one interval from the last good boundary, so nothing i
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -53,8 +54,9 @@ class Sampler:
     """Reads meters in a daemon thread and feeds ``sink`` with intervals; keeps a bounded timeline per device."""
 
     def __init__(self, meters: list[Meter], sink: IntervalSink, *, clock: Callable[[], float] = time.perf_counter,
-                 timeline_points: int = 4096, on_tick: Callable[[float], None] | None = None) -> None:
-        self._clock, self._sink, self._on_tick = clock, sink, on_tick
+                 timeline_points: int = 4096, on_tick: Callable[[float], None] | None = None,
+                 nice: int = 10) -> None:
+        self._clock, self._sink, self._on_tick, self._nice = clock, sink, on_tick, nice
         self._states = [
             _MeterState(m, min(d.sample_period_s for d in m.devices),
                         boundary=[None] * len(m.devices), primed=[d.tick_s <= 0 for d in m.devices],
@@ -82,6 +84,11 @@ class Sampler:
             self.sample_once(force=True)
 
     def _run(self) -> None:
+        if self._nice:
+            try:  # Linux: a thread has its own nice value; the request path wins any fight for a core
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+            except (AttributeError, OSError) as exc:
+                log.debug("could not lower the sampler thread's priority: %s", exc)
         while not self._stop.is_set():
             try:
                 self.sample_once()

@@ -27,14 +27,12 @@ class Method(StrEnum):
 
     @classmethod
     def combine(cls, methods: "list[Method] | tuple[Method, ...] | set[Method]") -> "Method":
+        """One method for several figures: ``mixed`` when measured and estimated figures meet."""
         kinds = set(methods)
-        if not kinds:
-            return cls.ESTIMATED
-        if kinds == {cls.MEASURED}:
-            return cls.MEASURED
-        if kinds == {cls.ESTIMATED}:
-            return cls.ESTIMATED
-        return cls.MIXED
+        if len(kinds) == 1:
+            (only,) = kinds
+            return cls.MIXED if only is cls.MIXED else only
+        return cls.MIXED if kinds else cls.ESTIMATED
 
 
 class Status(StrEnum):

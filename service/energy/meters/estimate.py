@@ -18,7 +18,7 @@ from service.energy.types import Component, DeviceInfo, MeterError, Method
 
 log = logging.getLogger(__name__)
 
-SAMPLE_PERIOD_S = 0.05  # the estimate is continuous; this is only how finely it is split among requests
+SAMPLE_PERIOD_S = 0.1  # the estimate is continuous; this is only how finely it is split among requests
 
 
 @dataclass(frozen=True)
