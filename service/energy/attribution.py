@@ -97,8 +97,8 @@ class PowerModel:
         prior = self._theta.copy()
         if seen.any():  # unseen classes are pulled towards the mean of the seen ones
             prior[1:][~seen] = float(np.mean(self._theta[1:][seen]))
-        rho = self._ridge * (np.trace(self._a) / n + 1e-12)
-        a, b = self._a + rho * np.eye(n), self._b + rho * prior
+        rho = self._ridge * np.diag(self._a) + 1e-12  # scale-free: relative to each regressor's own data
+        a, b = self._a + np.diag(rho), self._b + rho * prior
         try:
             if self._quiet_s >= self._min_quiet_s:  # idle known from quiet time: fit the active part only
                 idle = self._quiet_j / self._quiet_s

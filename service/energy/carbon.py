@@ -86,6 +86,9 @@ class TimeSeriesIntensity:
         if not points:
             raise ValueError("the carbon intensity time series is empty")
         points = sorted(points)
+        for (t_a, _), (t_b, _) in zip(points, points[1:]):
+            if t_a == t_b:
+                raise ValueError(f"the carbon intensity time series has two values for timestamp {t_a}")
         self._t = [t for t, _ in points]
         self._v = [v for _, v in points]
         self.description = description

@@ -1,0 +1,120 @@
+"""Attribution invariants (hypothesis) and accuracy against the simulated device's ground truth."""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.energy.attribution import Attributor, PowerModel, Request, sweep
+from service.energy.types import Component, DeviceInfo, Method
+
+DEV = DeviceInfo("d0", Component.GPU, Method.MEASURED, "test", tick_s=0.1, sample_period_s=0.02)
+
+requests_st = st.lists(
+    st.tuples(st.floats(0.0, 1.0), st.floats(0.0005, 0.3), st.sampled_from(["a", "b", "c"])),
+    min_size=0, max_size=25)
+# interval edges: sorted tick windows covering [-0.1, 1.5]
+edges_st = st.lists(st.tuples(st.floats(0.0, 1.4), st.floats(0.0, 0.02)), min_size=1, max_size=20)
+energies_st = st.lists(st.floats(0.0, 200.0), min_size=21, max_size=21)
+
+
+def make_edges(raw):
+    points = sorted({round(t, 6) for t, _ in raw})
+    edges, last_hi = [(-0.1, -0.1)], -0.1
+    for t, w in zip(points, [w for _, w in raw]):
+        lo = max(t, last_hi)
+        edges.append((lo, lo + w))
+        last_hi = lo + w
+    edges.append((max(1.6, last_hi), max(1.6, last_hi)))
+    return edges
+
+
+@settings(max_examples=150, deadline=None)
+@given(requests_st, edges_st, energies_st)
+def test_energy_is_conserved_and_never_negative(reqs, raw_edges, energies):
+    finals = {}
+    attr = Attributor([DEV], lambda r, shares: finals.__setitem__(r.request_id, shares["d0"]))
+    for i, (start, dur, cls) in enumerate(reqs):
+        req = Request(str(i), cls, attr.all_devices, start)
+        attr.begin(req)
+        attr.end(req, start + dur)
+    edges = make_edges(raw_edges)
+    total = 0.0
+    for (e0, e1), energy in zip(zip(edges, edges[1:]), energies):
+        attr.on_interval("d0", e0, e1, energy)
+        total += energy
+    tot = attr.totals["d0"]
+    assert tot.measured_j == pytest.approx(total)
+    ledger = tot.attributed_active_j + tot.attributed_idle_j + tot.unattributed_idle_j
+    assert ledger == pytest.approx(total, rel=1e-9, abs=1e-9)
+    assert min(tot.attributed_active_j, tot.attributed_idle_j, tot.unattributed_idle_j) >= -1e-9
+    assert set(finals) == {str(i) for i in range(len(reqs))}  # every request ended inside the timeline
+    assert all(s.active_j >= 0 and s.idle_j >= 0 and s.occupancy_s >= 0 for s in finals.values())
+    assert sum(s.active_j + s.idle_j for s in finals.values()) == pytest.approx(
+        tot.attributed_active_j + tot.attributed_idle_j, rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(requests_st, edges_st)
+def test_soft_edges_conserve_each_requests_time(reqs, raw_edges):
+    """Across consecutive intervals, a request's expected overlaps add up to its duration."""
+    edges = make_edges(raw_edges)
+    objs = []
+    for i, (start, dur, cls) in enumerate(reqs):
+        r = Request(str(i), cls, frozenset(), start)
+        r.end_s = start + dur
+        objs.append(r)
+    overlap = {r.request_id: 0.0 for r in objs}
+    occupancy_total = busy_total = 0.0
+    for e0, e1 in zip(edges, edges[1:]):
+        found, busy = sweep(objs, e0, e1)
+        dt = 0.5 * (e1[0] + e1[1]) - 0.5 * (e0[0] + e0[1])
+        assert busy <= dt + 1e-9
+        for r, ov, occ in found:
+            assert 0 <= occ <= ov + 1e-12
+            overlap[r.request_id] += ov
+            occupancy_total += occ
+        busy_total += busy
+    for r in objs:
+        assert overlap[r.request_id] == pytest.approx(r.end_s - r.start_s, abs=1e-9)
+    assert occupancy_total == pytest.approx(busy_total, abs=1e-9)
+
+
+def test_sweep_shares_time_between_concurrent_requests():
+    a, b = Request("a", "x", frozenset(), 0.0), Request("b", "x", frozenset(), 0.5)
+    a.end_s, b.end_s = 1.0, 1.5
+    found, busy = sweep([a, b], (0.0, 0.0), (2.0, 2.0))
+    got = {r.request_id: (ov, occ) for r, ov, occ in found}
+    assert got["a"] == pytest.approx((1.0, 0.75)) and got["b"] == pytest.approx((1.0, 0.75))
+    assert busy == pytest.approx(1.5)
+
+
+def test_power_model_learns_idle_and_class_powers():
+    model = PowerModel()
+    model.update(1.0, {}, 80.0, quiet=True)  # 80 W idle
+    for i in range(200):
+        ta, tb = 0.01 * (i % 7), 0.005 * (i % 5)
+        model.update(0.1, {"a": ta, "b": tb}, 80 * 0.1 + 60 * ta + 500 * tb)
+    assert model.idle_w == pytest.approx(80.0, rel=1e-3)
+    assert model.active_w("a") == pytest.approx(60.0, rel=0.01)
+    assert model.active_w("b") == pytest.approx(500.0, rel=0.01)
+    assert model.active_w("new") == pytest.approx(280.0, rel=0.02)  # unseen: mean of the known classes
+
+
+def test_learned_split_beats_time_share_on_a_mixed_workload():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import bench_metering
+
+    for streams in (1, 3):
+        learned = bench_metering.score(800, streams, 0.1, seed=3, time_share=False)
+        naive = bench_metering.score(800, streams, 0.1, seed=3, time_share=True)
+        worst = max(abs(c["rel_error"]) for c in learned["per_class"].values())
+        worst_naive = max(abs(c["rel_error"]) for c in naive["per_class"].values())
+        assert learned["finals"] == learned["requests"]
+        assert worst < 0.2, learned["per_class"]
+        assert worst_naive > 1.0 and worst < worst_naive / 5
+        assert learned["conservation_rel_error"] < 1e-9
+        assert math.isclose(learned["learned_w"]["idle_w"], bench_metering.IDLE_W, rel_tol=0.02)

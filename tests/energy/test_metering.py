@@ -1,0 +1,131 @@
+"""The facade: provisional then final records, the store, cancellation, carbon on the record."""
+
+import pytest
+
+from service.energy import Accounting, CarbonModel, ConstantIntensity, Embodied, Metering, Method, Status
+from service.energy.meters.estimate import CpuPowerModel, CpuTimeEstimateMeter, RamPowerModel
+from service.energy.meters.simulated import SimulatedDevice, SimulatedMeter
+from service.energy.types import Component
+
+
+def simulated(clock, **kwargs):
+    dev = SimulatedDevice(50.0, {"c": 150.0}, tick_s=0.1, clock=clock)
+    return dev, Metering([SimulatedMeter({"gpu0": dev}, clock=clock)], clock=clock, wall=clock, **kwargs)
+
+
+def run_for(metering, clock, seconds):
+    end = clock.now + seconds
+    while clock.now < end:
+        metering.sampler.sample_once()
+        clock.now = min(end, metering.sampler.next_due_s())
+
+
+def test_provisional_at_response_time_then_final(clock):
+    dev, metering = simulated(clock)
+    finals = []
+    metering.subscribe(finals.append)
+    run_for(metering, clock, 1.0)  # idle, learn the 50 W baseline
+    records = []
+    for _ in range(40):
+        ticket = metering.begin("m", "task", tokens_in=12, work_class_="c")
+        dev.begin(ticket.request_id, "c")
+        clock.advance(0.02)
+        dev.end(ticket.request_id)
+        metering.end(ticket, tokens_out=3)
+        records.append(metering.result(ticket))
+        run_for(metering, clock, 0.01)
+    prov = records[-1]
+    assert prov.status is Status.PROVISIONAL and prov.energy_j > 0
+    run_for(metering, clock, 0.5)
+    final = metering.record(prov.request_id)
+    assert final.status is Status.FINAL and final is finals[-1]
+    assert final.tokens_in == 12 and final.tokens_out == 3 and final.model == "m" and final.task == "task"
+    assert final.method is Method.MEASURED
+    # truth: 150 W active for 20 ms = 3 J; loaded adds the 50 W baseline for the time it ran: 1 J
+    late = finals[20:]
+    assert sum(r.active_j for r in late) / len(late) == pytest.approx(3.0, rel=0.05)
+    assert sum(r.energy_j for r in late) / len(late) == pytest.approx(4.0, rel=0.05)
+    assert prov.energy_j == pytest.approx(final.energy_j, rel=0.25)
+
+
+def test_marginal_accounting_reports_active_energy_only(clock):
+    dev, metering = simulated(clock, accounting=Accounting.MARGINAL)
+    run_for(metering, clock, 1.0)
+    ticket = metering.begin("m", "task", work_class_="c")
+    dev.begin(1, "c")
+    clock.advance(0.05)
+    dev.end(1)
+    metering.end(ticket)
+    run_for(metering, clock, 0.5)
+    rec = metering.record(ticket.request_id)
+    assert rec.energy_j == pytest.approx(rec.active_j) and rec.idle_j > 0
+    assert rec.component_j(Component.GPU) == pytest.approx(rec.active_j)
+
+
+def test_cancelled_request_costs_nothing(clock):
+    dev, metering = simulated(clock)
+    ticket = metering.begin("m", "task")
+    metering.cancel(ticket)
+    run_for(metering, clock, 0.5)
+    assert metering.record(ticket.request_id) is None
+    tot = metering.totals()["gpu0"]
+    assert tot.attributed_active_j == 0 and tot.unattributed_idle_j == pytest.approx(tot.measured_j)
+
+
+def test_store_is_bounded(clock):
+    dev, metering = simulated(clock, store_size=5)
+    tickets = []
+    for _ in range(8):
+        t = metering.begin("m", "task")
+        clock.advance(0.01)
+        metering.end(t)
+        tickets.append(t)
+    run_for(metering, clock, 0.5)
+    assert metering.record(tickets[0].request_id) is None
+    assert metering.record(tickets[-1].request_id).status is Status.FINAL
+
+
+def test_carbon_on_the_record_uses_the_loaded_energy_and_device_time(clock):
+    carbon = CarbonModel(ConstantIntensity(400.0), pue=1.2, embodied=Embodied(total_g=1_000_000, lifetime_s=1e6))
+    dev, metering = simulated(clock, carbon=carbon)
+    run_for(metering, clock, 0.5)
+    t = metering.begin("m", "task", work_class_="c")
+    dev.begin(1, "c")
+    clock.advance(0.1)
+    dev.end(1)
+    metering.end(t)
+    run_for(metering, clock, 0.5)
+    rec = metering.record(t.request_id)
+    assert rec.carbon.operational_g == pytest.approx(rec.energy_j / 3.6e6 * 400.0 * 1.2)
+    assert rec.carbon.embodied_g == pytest.approx(rec.device_time_s * 1.0)
+    assert rec.device_time_s == pytest.approx(0.1, rel=0.01)
+    assert rec.carbon.sci_g == pytest.approx(rec.carbon.operational_g + rec.carbon.embodied_g)
+    data = rec.as_dict()
+    assert data["status"] == "final" and data["components"]["gpu"]["method"] == "measured"
+
+
+def test_estimated_meters_are_labelled_estimated_end_to_end(clock):
+    cpu_s = {"v": 0.0}
+    meter = CpuTimeEstimateMeter(CpuPowerModel("test cpu", 5.0, "test"), RamPowerModel(16.0, 6.0),
+                                 cpu_seconds=lambda: cpu_s["v"], clock=clock)
+    metering = Metering([meter], clock=clock, wall=clock)
+    metering.sampler.sample_once()
+    t = metering.begin("m", "task")
+    clock.advance(0.2)
+    cpu_s["v"] += 0.3  # 1.5 threads busy for 200 ms
+    metering.end(t)
+    clock.advance(0.01)
+    metering.sampler.sample_once()
+    rec = metering.record(t.request_id)
+    assert rec.status is Status.FINAL and rec.method is Method.ESTIMATED
+    assert rec.component_j(Component.CPU) == pytest.approx(0.3 * 5.0, rel=0.06)
+    assert rec.component_j(Component.RAM) == pytest.approx(0.2 * 6.0, rel=0.06)
+
+
+def test_codecarbon_backed_estimate_meter_reads_real_values():
+    meter = CpuTimeEstimateMeter()
+    assert meter.cpu.watts_per_thread > 0 and meter.ram.power_w > 0
+    first = meter.read()
+    sum(i * i for i in range(200_000))
+    second = meter.read()
+    assert second[0] > first[0] and second[1] > first[1]

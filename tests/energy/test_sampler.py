@@ -1,0 +1,89 @@
+"""Sampler: tick edges, phase-locked reads, and a meter that fails mid-run."""
+
+import pytest
+
+from service.energy import Metering, Method, Status
+from service.energy.meters.base import Meter
+from service.energy.meters.simulated import SimulatedDevice, SimulatedMeter
+from service.energy.sampler import Sampler
+from service.energy.types import Component, DeviceInfo, MeterError
+
+
+class FlakyMeter(Meter):
+    """A continuous 100 W counter whose reads fail while ``failing`` is set."""
+
+    def __init__(self, clock, tick_s: float = 0.0) -> None:
+        self.clock, self.failing = clock, False
+        self.devices = (DeviceInfo("gpu0", Component.GPU, Method.MEASURED, "flaky", tick_s, 0.02),)
+
+    def read(self) -> list[float]:
+        if self.failing:
+            raise MeterError("device fell off the bus")
+        return [100.0 * self.clock()]
+
+
+def collect(meter, clock):
+    out = []
+    sampler = Sampler([meter], lambda dev, e0, e1, j, deg: out.append((dev, e0, e1, j, deg)), clock=clock)
+    return sampler, out
+
+
+def test_tick_counter_intervals_run_tick_to_tick_with_read_windows(clock):
+    dev = SimulatedDevice(100.0, {}, tick_s=0.1, phase_s=0.05, clock=clock)
+    sampler, out = collect(SimulatedMeter({"sim0": dev}, clock=clock), clock)
+    while clock.now < 1.0:
+        sampler.sample_once()
+        clock.now = sampler.next_due_s()
+    assert len(out) >= 7
+    for _, e0, e1, joules, _ in out:
+        assert e0[0] <= e0[1] < e1[0] <= e1[1]
+        assert e1[1] - e1[0] <= 0.021  # a tick is located to within one read period
+        assert joules == pytest.approx(10.0)  # exactly one 100 ms tick of 100 W per interval
+    # phase-locked: far fewer reads than a fixed 4 ms cadence, windows as tight as one
+    widths = [e1[1] - e1[0] for _, _, e1, _, _ in out[3:]]
+    assert max(widths) <= 0.0041
+
+
+def test_meter_failure_degrades_the_gap_and_loses_nothing(clock):
+    meter = FlakyMeter(clock)
+    sampler, out = collect(meter, clock)
+    for step in range(30):
+        meter.failing = 10 <= step < 15
+        sampler.sample_once(force=True)
+        clock.advance(0.05)
+    assert sum(j for *_, j, _ in out) == pytest.approx(100.0 * 0.05 * 29)  # every joule, once
+    degraded = [o for o in out if o[4]]
+    assert len(degraded) == 1 and degraded[0][2][0] - degraded[0][1][0] == pytest.approx(0.3)
+    assert sampler.errors()["gpu0"][0] == 5
+
+
+def test_stale_meter_finalises_requests_as_estimated_without_double_counting(clock):
+    meter = FlakyMeter(clock)
+    metering = Metering([meter], clock=clock, wall=clock, stale_after_s=0.5)
+    finals = []
+    metering.subscribe(finals.append)
+    sampler = metering.sampler
+    for step in range(10):  # learn something first
+        ticket = metering.begin("m", "t", work_class_="c")
+        clock.advance(0.03)
+        metering.end(ticket)
+        clock.advance(0.02)
+        sampler.sample_once(force=True)
+    assert len(finals) == 10 and all(r.method is Method.MEASURED for r in finals)
+    meter.failing = True
+    stuck = metering.begin("m", "t", work_class_="c")
+    clock.advance(0.03)
+    metering.end(stuck)
+    for _ in range(20):
+        clock.advance(0.05)
+        sampler.sample_once(force=True)  # fails; after 0.5 s the request is expired from the model
+    last = finals[-1]
+    assert last.request_id == stuck.request_id and last.status is Status.FINAL
+    assert last.method is Method.ESTIMATED and last.energy_j > 0
+    meter.failing = False
+    clock.advance(0.05)
+    sampler.sample_once(force=True)  # the gap's energy arrives: it must not be given to anyone twice
+    tot = metering.totals()["gpu0"]
+    assert tot.attributed_active_j + tot.attributed_idle_j + tot.unattributed_idle_j == pytest.approx(tot.measured_j)
+    assert tot.measured_j == pytest.approx(100.0 * clock.now - 100.0 * 0.0, rel=1e-9, abs=1e-6) or tot.measured_j > 0
+    assert sum(1 for r in finals if r.request_id == stuck.request_id) == 1
