@@ -1,0 +1,53 @@
+"""The ``wattserve`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from service import __version__
+
+
+def _meters(args: argparse.Namespace) -> int:
+    """Show which meters this machine has, then meter it for a few seconds."""
+    from service.energy import Metering
+    from service.energy.meters.factory import detect_meters
+
+    selection = detect_meters(gpu=not args.no_gpu, rapl=not args.no_rapl)
+    for backend, note in selection.notes.items():
+        print(f"{backend:9s} {note}")
+    metering = Metering(selection.meters)
+    for dev in metering.devices.values():
+        print(f"{dev.id:9s} {dev.component:4s} {dev.method:10s} tick {dev.tick_s * 1e3:5.0f} ms  {dev.name}")
+    if not metering.devices or args.seconds <= 0:
+        return 0
+    metering.start()
+    time.sleep(args.seconds)
+    metering.stop()
+    totals = {d: {"energy_j": round(t.measured_j, 3), "power_w": round(t.last_power_w, 2),
+                  "intervals": t.intervals} for d, t in metering.totals().items()}
+    print(json.dumps({"seconds": args.seconds, "devices": totals}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wattserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"wattserve {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    meters = sub.add_parser("meters", help="list the energy meters found here and read them for a while")
+    meters.add_argument("--seconds", type=float, default=2.0, help="how long to meter (0: only list)")
+    meters.add_argument("--no-gpu", action="store_true", help="do not use NVML")
+    meters.add_argument("--no-rapl", action="store_true", help="do not use RAPL")
+    meters.set_defaults(func=_meters)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
