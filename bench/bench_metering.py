@@ -183,9 +183,9 @@ def main() -> None:
         worst = max([worst] + [abs(c["rel_error"]) for c in learned["per_class"].values()])
         worst_ts = max([worst_ts] + [abs(c["rel_error"]) for c in naive["per_class"].values()])
         cons = max(cons, learned["conservation_rel_error"], naive["conservation_rel_error"])
-        print(f"{name:12s} learned   " + "  ".join(f"{k}: {v['rel_error']:+.2%}" for k, v in learned["per_class"].items())
-              + f"   power model {learned['learned_w']}")
-        print(f"{name:12s} time share " + "  ".join(f"{k}: {v['rel_error']:+.2%}" for k, v in naive["per_class"].items()))
+        for label, result in (("learned", learned), ("time share", naive)):
+            errors = "  ".join(f"{k}: {v['rel_error']:+.2%}" for k, v in result["per_class"].items())
+            print(f"{name:12s} {label:10s} {errors}   power model {result['learned_w']}")
     oh = overhead(args.overhead_items, args.overhead_rounds)
     print(f"overhead: {oh}")
     print(json.dumps({

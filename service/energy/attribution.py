@@ -27,8 +27,8 @@ until then :meth:`Attributor.end` gives a *provisional* figure (covered part + m
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -224,7 +224,7 @@ def sweep(requests: Iterable[Request], e0: Edge, e1: Edge) -> tuple[list[Overlap
             running.add(i)
         elif kind == 0:
             running.discard(i)
-    return [(req, ov, occ) for (req, _, _), ov, occ in zip(spans, overlap, occupancy)], busy
+    return [(req, ov, occ) for (req, _, _), ov, occ in zip(spans, overlap, occupancy, strict=False)], busy
 
 
 class Attributor:
@@ -342,7 +342,7 @@ class Attributor:
                 weights = [ov for _, ov, _ in overlaps]
         w_sum = sum(weights)
         shared = 0.0
-        for (req, _, occ), w in zip(overlaps, weights):
+        for (req, _, occ), w in zip(overlaps, weights, strict=False):
             active = pool_j * w / w_sum
             idle = idle_j * occ / dt
             shared += active + idle

@@ -86,7 +86,7 @@ class TimeSeriesIntensity:
         if not points:
             raise ValueError("the carbon intensity time series is empty")
         points = sorted(points)
-        for (t_a, _), (t_b, _) in zip(points, points[1:]):
+        for (t_a, _), (t_b, _) in zip(points, points[1:], strict=False):
             if t_a == t_b:
                 raise ValueError(f"the carbon intensity time series has two values for timestamp {t_a}")
         self._t = [t for t, _ in points]
@@ -94,7 +94,7 @@ class TimeSeriesIntensity:
         self.description = description
 
     @classmethod
-    def from_csv(cls, path: str | Path) -> "TimeSeriesIntensity":
+    def from_csv(cls, path: str | Path) -> TimeSeriesIntensity:
         points = []
         with open(path, newline="") as f:
             for line_no, row in enumerate(csv.reader(f), start=1):

@@ -15,9 +15,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Callable, Iterable, Iterator
 
 from service.energy.attribution import Attributor, DeviceTotals, Request, Share
 from service.energy.carbon import CarbonModel, ConstantIntensity

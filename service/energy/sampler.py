@@ -15,8 +15,8 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from service.energy.meters.base import Meter
 from service.energy.types import DeviceInfo
@@ -144,7 +144,7 @@ class Sampler:
         if state.failing:
             log.info("meter %s recovered", [d.id for d in state.meter.devices])
             state.failing = False
-        for i, (dev, value) in enumerate(zip(state.meter.devices, values)):
+        for i, (dev, value) in enumerate(zip(state.meter.devices, values, strict=False)):
             old = state.values[i] if state.values is not None else None
             if dev.tick_s > 0:
                 if old is None or value == old:

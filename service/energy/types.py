@@ -26,7 +26,7 @@ class Method(StrEnum):
     MIXED = "mixed"
 
     @classmethod
-    def combine(cls, methods: "list[Method] | tuple[Method, ...] | set[Method]") -> "Method":
+    def combine(cls, methods: list[Method] | tuple[Method, ...] | set[Method]) -> Method:
         """One method for several figures: ``mixed`` when measured and estimated figures meet."""
         kinds = set(methods)
         if len(kinds) == 1:

@@ -24,7 +24,7 @@ energies_st = st.lists(st.floats(0.0, 200.0), min_size=21, max_size=21)
 def make_edges(raw):
     points = sorted({round(t, 6) for t, _ in raw})
     edges, last_hi = [(-0.1, -0.1)], -0.1
-    for t, w in zip(points, [w for _, w in raw]):
+    for t, w in zip(points, [w for _, w in raw], strict=False):
         lo = max(t, last_hi)
         edges.append((lo, lo + w))
         last_hi = lo + w
@@ -43,7 +43,7 @@ def test_energy_is_conserved_and_never_negative(reqs, raw_edges, energies):
         attr.end(req, start + dur)
     edges = make_edges(raw_edges)
     total = 0.0
-    for (e0, e1), energy in zip(zip(edges, edges[1:]), energies):
+    for (e0, e1), energy in zip(zip(edges, edges[1:], strict=False), energies, strict=False):
         attr.on_interval("d0", e0, e1, energy)
         total += energy
     tot = attr.totals["d0"]
@@ -69,7 +69,7 @@ def test_soft_edges_conserve_each_requests_time(reqs, raw_edges):
         objs.append(r)
     overlap = {r.request_id: 0.0 for r in objs}
     occupancy_total = busy_total = 0.0
-    for e0, e1 in zip(edges, edges[1:]):
+    for e0, e1 in zip(edges, edges[1:], strict=False):
         found, busy = sweep(objs, e0, e1)
         dt = 0.5 * (e1[0] + e1[1]) - 0.5 * (e0[0] + e0[1])
         assert busy <= dt + 1e-9

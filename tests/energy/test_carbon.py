@@ -2,8 +2,7 @@
 
 import pytest
 
-from service.energy.carbon import (CarbonModel, ConstantIntensity, Embodied, TimeSeriesIntensity,
-                                   codecarbon_intensity)
+from service.energy.carbon import CarbonModel, ConstantIntensity, Embodied, TimeSeriesIntensity, codecarbon_intensity
 
 
 def test_operational_carbon_by_hand():

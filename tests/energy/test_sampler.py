@@ -63,7 +63,7 @@ def test_stale_meter_finalises_requests_as_estimated_without_double_counting(clo
     finals = []
     metering.subscribe(finals.append)
     sampler = metering.sampler
-    for step in range(10):  # learn something first
+    for _step in range(10):  # learn something first
         ticket = metering.begin("m", "t", work_class_="c")
         clock.advance(0.03)
         metering.end(ticket)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from service.energy.meters.base import Meter
 from service.energy.types import Component, DeviceInfo, MeterError, Method

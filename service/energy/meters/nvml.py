@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from service.energy.meters.base import Meter
 from service.energy.types import Component, DeviceInfo, MeterError, Method
@@ -88,7 +89,7 @@ class NvmlMeter(Meter):
                         break
                     chosen.append(handles[int(sel)])
                 else:
-                    match = [h for h, u in zip(handles, uuids) if u.startswith(sel)]
+                    match = [h for h, u in zip(handles, uuids, strict=False) if u.startswith(sel)]
                     if len(match) != 1:
                         break
                     chosen.append(match[0])

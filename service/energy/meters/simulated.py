@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 from service.energy.meters.base import Meter
 from service.energy.types import Component, DeviceInfo, Method
