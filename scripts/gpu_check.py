@@ -154,7 +154,7 @@ def main() -> None:
     report["overhead_ratio"] = statistics.median(ratios)
     print(f"device: {report['device']}   idle {idle_w:.1f} W")
     heads = ("ms", "ref J", "attributed J", "error", "time-share J", "error")
-    print(f"{'class':6s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, (7, 9, 13, 8, 13, 8))))
+    print(f"{'class':6s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, (7, 9, 13, 8, 13, 8), strict=True)))
     for kind, m in mixed.items():
         print(f"{kind:6s} {refs[kind]['ms']:7.2f} {m['ref_J']:9.3f} {m['attributed_J']:13.3f} {m['rel_error']:+8.1%}"
               f" {m['time_share_J']:13.3f} {m['time_share_rel_error']:+8.1%}")
