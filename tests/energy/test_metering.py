@@ -20,6 +20,17 @@ def run_for(metering, clock, seconds):
         clock.now = min(end, metering.sampler.next_due_s())
 
 
+def one_request(metering, dev, clock, seconds):
+    """A request of class "c" that runs ``seconds`` on the simulated device, after 0.5-1 s of quiet."""
+    ticket = metering.begin("m", "task", work_class_="c")
+    dev.begin(ticket.request_id, "c")
+    clock.advance(seconds)
+    dev.end(ticket.request_id)
+    metering.end(ticket)
+    run_for(metering, clock, 0.5)
+    return metering.record(ticket.request_id)
+
+
 def test_provisional_at_response_time_then_final(clock):
     dev, metering = simulated(clock)
     finals = []
@@ -51,13 +62,7 @@ def test_provisional_at_response_time_then_final(clock):
 def test_marginal_accounting_reports_active_energy_only(clock):
     dev, metering = simulated(clock, accounting=Accounting.MARGINAL)
     run_for(metering, clock, 1.0)
-    ticket = metering.begin("m", "task", work_class_="c")
-    dev.begin(1, "c")
-    clock.advance(0.05)
-    dev.end(1)
-    metering.end(ticket)
-    run_for(metering, clock, 0.5)
-    rec = metering.record(ticket.request_id)
+    rec = one_request(metering, dev, clock, 0.05)
     assert rec.energy_j == pytest.approx(rec.active_j) and rec.idle_j > 0
     assert rec.component_j(Component.GPU) == pytest.approx(rec.active_j)
 
@@ -89,13 +94,7 @@ def test_carbon_on_the_record_uses_the_loaded_energy_and_device_time(clock):
     carbon = CarbonModel(ConstantIntensity(400.0), pue=1.2, embodied=Embodied(total_g=1_000_000, lifetime_s=1e6))
     dev, metering = simulated(clock, carbon=carbon)
     run_for(metering, clock, 0.5)
-    t = metering.begin("m", "task", work_class_="c")
-    dev.begin(1, "c")
-    clock.advance(0.1)
-    dev.end(1)
-    metering.end(t)
-    run_for(metering, clock, 0.5)
-    rec = metering.record(t.request_id)
+    rec = one_request(metering, dev, clock, 0.1)
     assert rec.carbon.operational_g == pytest.approx(rec.energy_j / 3.6e6 * 400.0 * 1.2)
     assert rec.carbon.embodied_g == pytest.approx(rec.device_time_s * 1.0)
     assert rec.device_time_s == pytest.approx(0.1, rel=0.01)
