@@ -27,6 +27,7 @@ until then :meth:`Attributor.end` gives a *provisional* figure (covered part + m
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
@@ -155,8 +156,12 @@ class DeviceTotals:
     intervals: int = 0
     degraded_intervals: int = 0
     last_power_w: float = 0.0
-    covered_until_s: float | None = None  # requests that ended by then have all their energy on this device
-    last_edge: Edge | None = None
+    last_edge: Edge | None = None  # the newest interval's closing edge
+
+    @property
+    def covered_until_s(self) -> float | None:
+        """Requests that ended by then have all their energy on this device (the closing edge's window opens)."""
+        return None if self.last_edge is None else self.last_edge[0]
 
 
 class Request:
@@ -238,8 +243,6 @@ class Attributor:
                  *, stale_after_s: float = 2.0, time_share: bool = False,
                  model_factory: Callable[[], PowerModel] = PowerModel,
                  clock: Callable[[], float] | None = None) -> None:
-        import time
-
         self._now = clock or time.perf_counter
         self.devices = {d.id: d for d in devices}
         self.all_devices = frozenset(self.devices)
@@ -315,7 +318,6 @@ class Attributor:
         tot.measured_j += energy_j
         tot.intervals += 1
         tot.degraded_intervals += degraded
-        tot.covered_until_s = e1[0]
         tot.last_edge = e1
         dt = 0.5 * (e1[0] + e1[1]) - 0.5 * (e0[0] + e0[1])
         if dt <= 0:

@@ -43,7 +43,7 @@ class Ticket(Request):
     def __init__(self, request_id: str, model: str, task: str, work_class_: str, devices: tuple[str, ...],
                  device_set: frozenset[str], started_at_s: float, start_s: float, queue_s: float,
                  tokens_in: int) -> None:
-        super().__init__(request_id, work_class_, device_set, start_s)
+        super().__init__(request_id, work_class_, device_set, start_s)  # the set: shared, not rebuilt per request
         self.model, self.task, self.device_order = model, task, devices
         self.started_at_s, self.queue_s = started_at_s, queue_s
         self.tokens_in, self.tokens_out = tokens_in, 0

@@ -42,7 +42,6 @@ class _MeterState:
     last_read: Edge | None = None  # when the last good read started and ended
     values: list[float] | None = None  # counter values at the last good read
     boundary: list[tuple[Edge, float] | None] = field(default_factory=list)  # (edge, energy_j) per device
-    primed: list[bool] = field(default_factory=list)  # tick meters: first change seen (a true tick boundary)
     failing: bool = False
     errors: int = 0
     last_error: str = ""
@@ -59,7 +58,7 @@ class Sampler:
         self._clock, self._sink, self._on_tick, self._nice = clock, sink, on_tick, nice
         self._states = [
             _MeterState(m, min(d.sample_period_s for d in m.devices),
-                        boundary=[None] * len(m.devices), primed=[d.tick_s <= 0 for d in m.devices],
+                        boundary=[None] * len(m.devices),
                         tick_period_s=[d.tick_s for d in m.devices], tick_next_s=[None] * len(m.devices))
             for m in meters if m.devices]
         self.devices: tuple[DeviceInfo, ...] = tuple(d for s in self._states for d in s.meter.devices)
@@ -151,8 +150,7 @@ class Sampler:
                     continue
                 edge = (state.last_read[0], read[1])  # old value seen in the last read, new one in this
                 self._learn_tick(state, i, 0.5 * (edge[0] + edge[1]))
-                if not state.primed[i]:  # the first change seen gives the first trustworthy edge
-                    state.primed[i] = True
+                if state.boundary[i] is None:  # the first change seen gives the first trustworthy edge
                     state.boundary[i] = (edge, value)
                     self.timeline[dev.id].append(TimelinePoint(0.5 * (edge[0] + edge[1]), value, False))
                     continue
