@@ -16,7 +16,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from types import MappingProxyType
 
 from service.energy.attribution import Attributor, DeviceTotals, Request, Share
@@ -38,7 +37,7 @@ def work_class(model: str, task: str, tokens: int = 0) -> str:
 class Ticket(Request):
     """A request being metered, with what its record needs besides energy."""
 
-    __slots__ = ("model", "task", "device_order", "started_at_s", "queue_s", "tokens_in", "tokens_out")
+    __slots__ = ("model", "task", "device_order", "started_at_s", "queue_s", "tokens_in", "tokens_out", "_metering")
 
     def __init__(self, request_id: str, model: str, task: str, work_class_: str, devices: tuple[str, ...],
                  device_set: frozenset[str], started_at_s: float, start_s: float, queue_s: float,
@@ -47,6 +46,14 @@ class Ticket(Request):
         self.model, self.task, self.device_order = model, task, devices
         self.started_at_s, self.queue_s = started_at_s, queue_s
         self.tokens_in, self.tokens_out = tokens_in, 0
+        self._metering: Metering | None = None
+
+    # a context manager itself (no generator-based wrapper: this sits on every request's path)
+    def __enter__(self) -> "Ticket":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._metering.end(self, self.tokens_out)
 
 
 class Metering:
@@ -122,13 +129,11 @@ class Metering:
         """Drop a request that did not run: it costs nothing and is never reported."""
         self.attributor.cancel(ticket)
 
-    @contextmanager
-    def track(self, model: str, task: str, **kwargs) -> Iterator[Ticket]:
+    def track(self, model: str, task: str, **kwargs) -> Ticket:
+        """``with metering.track(...) as ticket:`` begins the request; leaving the block ends it."""
         ticket = self.begin(model, task, **kwargs)
-        try:
-            yield ticket
-        finally:
-            self.end(ticket, ticket.tokens_out)
+        ticket._metering = self
+        return ticket
 
     # -- results ------------------------------------------------------------------------------------------
     def record(self, request_id: str) -> EnergyRecord | None:
