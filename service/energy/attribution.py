@@ -229,7 +229,8 @@ def sweep(requests: Iterable[Request], e0: Edge, e1: Edge) -> tuple[list[Overlap
             running.add(i)
         elif kind == 0:
             running.discard(i)
-    return [(req, ov, occ) for (req, _, _), ov, occ in zip(spans, overlap, occupancy, strict=False)], busy
+    # a request that only touches an edge window where membership is zero has no share here
+    return [(req, ov, occ) for (req, _, _), ov, occ in zip(spans, overlap, occupancy, strict=True) if ov > 0], busy
 
 
 class Attributor:
