@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH_VERSION := 2.13.0
 
-.PHONY: install test lint bench-metering gpu-check clean
+.PHONY: install test lint run bench-metering gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,6 @@ gpu-check: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+run: install
+	$(VENV)/bin/wattserve serve --host 127.0.0.1 --port 8000

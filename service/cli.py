@@ -33,6 +33,24 @@ def _meters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.settings import Settings
+
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    settings = Settings(**overrides)
+    app = create_app(settings)
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"wattserve {__version__} serving {settings.registry} on {url}\n"
+          f"try:  curl -si {url}/v1/embeddings -H 'content-type: application/json' "
+          "-d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": \"How much energy did this take?\"}' "
+          "| grep -i -E '^(x-energy|x-carbon|carbon|server-timing|x-request)'", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if args.verbose else "warning")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wattserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"wattserve {__version__}")
@@ -43,6 +61,22 @@ def main(argv: list[str] | None = None) -> int:
     meters.add_argument("--no-gpu", action="store_true", help="do not use NVML")
     meters.add_argument("--no-rapl", action="store_true", help="do not use RAPL")
     meters.set_defaults(func=_meters)
+    serve = sub.add_parser("serve", help="serve the registry's models over HTTP (settings: WATTSERVE_* or flags)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--registry", help="model registry YAML (default: the embedded default)")
+    serve.add_argument("--strict", action="store_true", default=None, help="exit if any model fails to load")
+    serve.add_argument("--queue-size", dest="queue_size", type=int, help="waiting requests per model before 429")
+    serve.add_argument("--request-timeout-s", dest="request_timeout_s", type=float)
+    serve.add_argument("--max-body-bytes", dest="max_body_bytes", type=int)
+    serve.add_argument("--accounting", choices=["loaded", "marginal"])
+    serve.add_argument("--carbon-country", dest="carbon_country", help="ISO alpha-3, e.g. FRA (CodeCarbon data)")
+    serve.add_argument("--carbon-region", dest="carbon_region", help="e.g. oregon (with --carbon-country USA)")
+    serve.add_argument("--carbon-intensity", dest="carbon_intensity_g_per_kwh", type=float, help="gCO2e/kWh")
+    serve.add_argument("--pue", type=float)
+    serve.add_argument("--no-metering", dest="metering", action="store_false", default=None,
+                       help="turn energy metering off (for overhead comparisons)")
+    serve.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

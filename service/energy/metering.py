@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from types import MappingProxyType
 
 from service.energy.attribution import Attributor, DeviceTotals, Request, Share
@@ -49,7 +49,7 @@ class Ticket(Request):
         self._metering: Metering | None = None
 
     # a context manager itself (no generator-based wrapper: this sits on every request's path)
-    def __enter__(self) -> "Ticket":
+    def __enter__(self) -> Ticket:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

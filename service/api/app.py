@@ -1,0 +1,267 @@
+"""The FastAPI application: routes are thin; execution is service/runtime.py, energy is service/energy/."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import __version__
+from service.api.energy_headers import energy_headers, energy_usage
+from service.api.openai import router as openai_router
+from service.energy import (
+    Accounting,
+    CarbonModel,
+    ConstantIntensity,
+    Embodied,
+    Metering,
+    TimeSeriesIntensity,
+    codecarbon_intensity,
+)
+from service.metrics import Metrics
+from service.problems import Invalid, NotFound, Problem, TooLarge, Unauthorized
+from service.registry import load_registry
+from service.runtime import Outcome, Runtime, ServedModel
+from service.settings import Settings
+from service.tasks import TASKS
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+def build_carbon(settings: Settings) -> CarbonModel:
+    if settings.carbon_timeseries is not None:
+        intensity = TimeSeriesIntensity.from_csv(settings.carbon_timeseries)
+    elif settings.carbon_intensity_g_per_kwh is not None:
+        intensity = ConstantIntensity(settings.carbon_intensity_g_per_kwh)
+    elif settings.carbon_country is not None:
+        intensity = codecarbon_intensity(settings.carbon_country, settings.carbon_region)
+    else:
+        intensity = ConstantIntensity(475.0, "world average (CodeCarbon's default; set WATTSERVE_CARBON_COUNTRY)")
+    embodied = Embodied(settings.embodied_g, settings.embodied_lifetime_s) if settings.embodied_g else None
+    return CarbonModel(intensity, settings.pue, embodied)
+
+
+def build_metering(settings: Settings) -> Metering | None:
+    if not settings.metering:
+        return None
+    from service.energy.meters.factory import detect_meters
+
+    selection = detect_meters()
+    for backend, note in selection.notes.items():
+        log.info("meter %s: %s", backend, note)
+    return Metering(selection.meters, build_carbon(settings), accounting=Accounting(settings.accounting),
+                    store_size=settings.records_kept)
+
+
+def _api_keys(settings: Settings) -> list[bytes]:
+    keys = [k.strip() for k in (settings.api_keys or "").split(",") if k.strip()]
+    if settings.api_keys_file is not None:
+        keys += [line.strip() for line in settings.api_keys_file.read_text().splitlines() if line.strip()]
+    return [k.encode() for k in keys]
+
+
+class BodyLimit:
+    """Pure ASGI middleware: a body over ``max_bytes`` gets 413 before the app parses a byte of it."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(scope, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await self._reject(scope, send)
+
+    async def _reject(self, scope, send) -> None:
+        problem = TooLarge(f"request body over {self.max_bytes} bytes", field="body", limit=self.max_bytes)
+        body = json.dumps(problem.body(scope.get("path", ""))).encode()
+        headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None, metering: Metering | None | bool = True) -> FastAPI:
+    """``metering``: True builds one from the settings; a Metering is used as given; None turns it off."""
+    settings = settings or Settings()
+    registry = load_registry(settings.registry)
+    if metering is True:
+        metering = build_metering(settings)
+    runtime = Runtime(settings, registry, metering or None)
+    prom = CollectorRegistry()
+    metrics = Metrics(prom, runtime.metering, lambda: {n: m.pending for n, m in runtime.models.items()})
+    if runtime.metering is not None:
+        runtime.metering.subscribe(metrics.observe_final)
+    keys = _api_keys(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import asyncio
+
+        if runtime.metering is not None:
+            runtime.metering.start()
+        await asyncio.to_thread(runtime.load_all)
+        failed = {n: m.error for n, m in runtime.models.items() if m.error}
+        if failed and settings.strict:
+            raise RuntimeError(f"--strict: models failed to load: {failed}")
+        yield
+        await asyncio.to_thread(runtime.shutdown)
+        if runtime.metering is not None:
+            await asyncio.to_thread(runtime.metering.stop)
+
+    app = FastAPI(title="wattserve", version=__version__, lifespan=lifespan,
+                  description="Hugging Face models with the energy and carbon of every request.")
+    app.state.runtime, app.state.metrics, app.state.settings = runtime, metrics, settings
+
+    def authorize(request: Request) -> None:
+        if not keys:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:].encode() if given.lower().startswith("bearer ") else b""
+        if not any(hmac.compare_digest(token, k) for k in keys):
+            raise Unauthorized("a valid bearer token is required (Authorization: Bearer <key>)",
+                               headers={"WWW-Authenticate": "Bearer"})
+
+    app.state.authorize = authorize
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem):
+        return JSONResponse(exc.body(request.url.path), exc.status, headers=exc.headers, media_type=PROBLEM_JSON)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return await _problem(request, invalid_from(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        problem = Problem(str(exc.detail))
+        problem.status, problem.title, problem.slug = exc.status_code, str(exc.detail), f"http-{exc.status_code}"
+        return await _problem(request, problem)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        problem = Problem("internal error; the server keeps running and the failure is logged")
+        problem.status, problem.title, problem.slug = 500, "Internal server error", "internal"
+        return await _problem(request, problem)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz():
+        states = {n: {"state": m.state, **({"error": m.error} if m.error else {})} for n, m in runtime.models.items()}
+        ready = any(m.state == "ready" for m in runtime.models.values())
+        return JSONResponse({"ready": ready, "models": states}, 200 if ready else 503)
+
+    @app.get("/metrics", tags=["observability"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(prom), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models", tags=["models"])
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [describe(m) for m in runtime.models.values()]}
+
+    @app.get("/v1/models/{name}", tags=["models"])
+    async def get_model(name: str) -> dict[str, Any]:
+        return describe(find_model(runtime, name))
+
+    @app.get("/v1/requests/{request_id}/energy", tags=["energy"])
+    async def request_energy(request_id: str) -> dict[str, Any]:
+        record = runtime.metering.record(request_id) if runtime.metering is not None else None
+        if record is None:
+            raise NotFound(f"no energy record for request {request_id!r} (unknown, or older than the last "
+                           f"{settings.records_kept} requests)", field="request_id")
+        return record.as_dict()
+
+    @app.post("/v1/models/{name}/infer", tags=["inference"], openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": {"oneOf": [
+            t.request.model_json_schema(ref_template="#/components/schemas/{model}") for t in TASKS.values()]}}}}})
+    async def infer(name: str, request: Request, include_energy: bool = False) -> Response:
+        authorize(request)
+        served = find_model(runtime, name)
+        payload = await read_json(request)
+        try:
+            body = served.task.request.model_validate(payload)
+        except ValidationError as exc:
+            raise invalid_from(exc.errors()) from None
+        outcome = await run_observed(app, served, body)
+        data = dict(outcome.body)
+        if include_energy:
+            data["usage"] = {"energy": energy_usage(outcome.record)}
+        return JSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))
+
+    app.include_router(openai_router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def describe(m: ServedModel) -> dict[str, Any]:
+    return {"id": m.spec.name, "object": "model", "owned_by": "wattserve", "task": m.spec.task, "state": m.state,
+            "error": m.error, "demo": m.spec.demo, "device": m.device, "source": m.spec.source,
+            "max_input_tokens": m.spec.max_input_tokens}
+
+
+def find_model(runtime: Runtime, name: str) -> ServedModel:
+    served = runtime.models.get(name)
+    if served is None:
+        raise NotFound(f"no model named {name!r}; GET /v1/models lists them", field="model")
+    return served
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Invalid(f"body is not valid JSON: {exc}", field="body") from None
+
+
+def invalid_from(errors: list[dict]) -> Invalid:
+    items = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "message": e.get("msg", "")}
+             for e in errors]
+    first = items[0] if items else {"field": "body", "message": "invalid"}
+    return Invalid(f"{first['field'] or 'body'}: {first['message']}", field=first["field"] or "body", errors=items)
+
+
+async def run_observed(app: FastAPI, served: ServedModel, body: BaseModel) -> Outcome:
+    """Run one inference through the runtime and count the response in Prometheus, success or not."""
+    metrics: Metrics = app.state.metrics
+    try:
+        outcome = await app.state.runtime.infer(served, body)
+    except Problem as exc:
+        metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
+        raise
+    metrics.observe_response(served.spec.name, served.spec.task, 200, outcome.inference_s,
+                             outcome.tokens_in, outcome.tokens_out)
+    return outcome

@@ -1,0 +1,93 @@
+"""Every Prometheus metric, declared in one module (the only one that imports prometheus_client).
+
+Base units: joules, seconds, grams, watts. Labels are bounded: model and task come from the registry file,
+component/scope/direction/status from fixed sets, device from the meters found at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from service.energy import Accounting, EnergyRecord, Metering
+
+ENERGY_BUCKETS_J = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000, 3000)
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, metering: Metering | None,
+                 queue_depth: Callable[[], dict[str, int]]) -> None:
+        self.registry = registry
+        self.requests = Counter("wattserve_requests", "Inference requests answered, by outcome status class",
+                                ["model", "task", "status"], registry=registry)
+        self.duration = Histogram("wattserve_request_duration_seconds", "Inference wall time (queue excluded)",
+                                  ["model", "task"], buckets=DURATION_BUCKETS_S, registry=registry)
+        self.request_energy = Histogram("wattserve_request_energy_joules", "Final energy per request",
+                                        ["model", "task"], buckets=ENERGY_BUCKETS_J, registry=registry)
+        self.energy = Counter("wattserve_energy_joules", "Final per-request energy, summed, by component",
+                              ["model", "task", "component"], registry=registry)
+        self.emissions = Counter("wattserve_emissions_grams", "gCO2e of requests (operational or embodied)",
+                                 ["model", "task", "scope"], registry=registry)
+        self.tokens = Counter("wattserve_tokens", "Tokens processed", ["model", "direction"], registry=registry)
+        registry.register(_LiveCollector(metering, queue_depth))
+
+    def observe_final(self, record: EnergyRecord) -> None:
+        """Called once per request when its final figure is known (from the sampler thread)."""
+        labels = (record.model, record.task)
+        self.request_energy.labels(*labels).observe(record.energy_j)
+        for component, energy in record.components.items():
+            self.energy.labels(*labels, str(component)).inc(energy.figure_j(record.accounting))
+        if record.carbon is not None:
+            self.emissions.labels(*labels, "operational").inc(record.carbon.operational_g)
+            self.emissions.labels(*labels, "embodied").inc(record.carbon.embodied_g)
+
+    def observe_response(self, model: str, task: str, status: int, duration_s: float | None,
+                         tokens_in: int = 0, tokens_out: int = 0) -> None:
+        self.requests.labels(model, task, f"{status // 100}xx").inc()
+        if duration_s is not None:
+            self.duration.labels(model, task).observe(duration_s)
+        if tokens_in:
+            self.tokens.labels(model, "input").inc(tokens_in)
+        if tokens_out:
+            self.tokens.labels(model, "output").inc(tokens_out)
+
+
+class _LiveCollector:
+    """Values read at scrape time: device counters from the metering ledger, power, intensity, queues."""
+
+    def __init__(self, metering: Metering | None, queue_depth: Callable[[], dict[str, int]]) -> None:
+        self.metering, self.queue_depth = metering, queue_depth
+
+    def collect(self):
+        queue = GaugeMetricFamily("wattserve_queue_depth", "Requests waiting or running, per model", labels=["model"])
+        for model, depth in self.queue_depth().items():
+            queue.add_metric([model], depth)
+        yield queue
+        if self.metering is None:
+            return
+        device = CounterMetricFamily("wattserve_device_energy_joules", "Everything the meters measured, idle included",
+                                     labels=["device", "component", "method"])
+        idle = CounterMetricFamily("wattserve_idle_energy_joules",
+                                   "Device energy not in any request's figure (idle while nothing ran; in marginal "
+                                   "accounting also the idle share of requests)", labels=["device"])
+        power = GaugeMetricFamily("wattserve_device_power_watts", "Power over the last metered interval",
+                                  labels=["device"])
+        loaded = self.metering.accounting is Accounting.LOADED
+        for dev_id, totals in self.metering.totals().items():
+            info = self.metering.devices[dev_id]
+            device.add_metric([dev_id, str(info.component), str(info.method)], totals.measured_j)
+            idle.add_metric([dev_id], totals.unattributed_idle_j + (0.0 if loaded else totals.attributed_idle_j))
+            power.add_metric([dev_id], totals.last_power_w)
+        yield device
+        yield idle
+        yield power
+        intensity = GaugeMetricFamily("wattserve_grid_carbon_intensity_grams_per_kilowatt_hour",
+                                      "Grid carbon intensity now", labels=["source"])
+        import time
+
+        carbon = self.metering.carbon
+        intensity.add_metric([carbon.intensity.description], carbon.intensity.intensity_g_per_kwh(time.time()))
+        yield intensity

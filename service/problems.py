@@ -1,0 +1,53 @@
+"""One domain exception hierarchy, rendered as RFC 9457 problem JSON in one place (service/api/app.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Problem(Exception):
+    """An error a client can act on. ``extra`` adds members such as ``field`` and ``limit`` to the body."""
+
+    status = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail, self.headers, self.extra = detail, headers or {}, extra
+
+    def body(self, instance: str) -> dict[str, Any]:
+        return {"type": f"https://wattserve.dev/problems/{self.slug}", "title": self.title, "status": self.status,
+                "detail": self.detail, "instance": instance, **self.extra}
+
+
+class NotFound(Problem):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class TaskMismatch(Problem):
+    status, title, slug = 400, "Model does not serve this endpoint", "task-mismatch"
+
+
+class TooLarge(Problem):
+    status, title, slug = 413, "Content too large", "too-large"
+
+
+class Invalid(Problem):
+    status, title, slug = 422, "Invalid request", "invalid"
+
+
+class Overloaded(Problem):
+    status, title, slug = 429, "Too many requests", "overloaded"
+
+
+class Unauthorized(Problem):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+
+class NotReady(Problem):
+    status, title, slug = 503, "Model not ready", "not-ready"
+
+
+class Timeout(Problem):
+    status, title, slug = 504, "Inference timed out", "timeout"

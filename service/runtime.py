@@ -1,0 +1,147 @@
+"""Model execution: loads the registry's models, runs one inference at a time per device off the event loop,
+bounds each model's queue, and wraps every inference in the metering core (the model code never meters itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from service.energy import EnergyRecord, Metering
+from service.energy.types import Component
+from service.problems import NotReady, Overloaded, Timeout
+from service.registry import ModelSpec, Registry
+from service.settings import Settings
+from service.tasks import TASKS, Runner, TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class ServedModel:
+    spec: ModelSpec
+    task: TaskSpec
+    device: str
+    meter_devices: tuple[str, ...] | None = None  # metering device ids this model's requests are charged on
+    runner: Runner | None = None
+    error: str | None = None
+    pending: int = 0  # waiting or running
+
+    @property
+    def state(self) -> str:
+        return "ready" if self.runner else "failed" if self.error else "loading"
+
+
+@dataclass
+class Outcome:
+    body: dict[str, Any]
+    request_id: str | None
+    record: EnergyRecord | None
+    queue_s: float
+    inference_s: float
+    tokens_in: int
+    tokens_out: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Skipped(Exception):
+    """The client left before its request started: nothing ran, nothing is metered."""
+
+
+class Runtime:
+    def __init__(self, settings: Settings, registry: Registry, metering: Metering | None) -> None:
+        self.settings, self.metering = settings, metering
+        self.models: dict[str, ServedModel] = {}
+        for spec in registry.models:
+            device = resolve_device(spec.device)
+            self.models[spec.name] = ServedModel(spec, TASKS[spec.task], device, self._meter_devices(device))
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+
+    def _meter_devices(self, device: str) -> tuple[str, ...] | None:
+        """A request on cuda:N is charged on that GPU plus the host's CPU and RAM; a CPU request on the host only."""
+        if self.metering is None:
+            return None
+        host = [d.id for d in self.metering.devices.values() if d.component is not Component.GPU]
+        if device.startswith("cuda"):
+            index = device.split(":")[1] if ":" in device else "0"
+            return (f"gpu{index}", *host)
+        return tuple(host)
+
+    def executor(self, device: str) -> ThreadPoolExecutor:
+        # one thread per device: one inference at a time, the paper's protocol and the cleanest attribution
+        if device not in self._executors:
+            self._executors[device] = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{device}")
+        return self._executors[device]
+
+    def load_all(self) -> None:
+        for served in self.models.values():
+            started = time.perf_counter()
+            try:
+                served.runner = served.task.runner(served.spec, served.device)
+                log.info("loaded %s (%s) on %s in %.1f s", served.spec.name, served.spec.task, served.device,
+                         time.perf_counter() - started)
+            except Exception as exc:  # noqa: BLE001 - one bad model must not stop the others
+                served.error = f"{type(exc).__name__}: {exc}"
+                log.error("model %s failed to load: %s", served.spec.name, served.error)
+
+    async def infer(self, served: ServedModel, request: BaseModel) -> Outcome:
+        if served.runner is None:
+            raise NotReady(f"model {served.spec.name!r} is {served.state}" + (f": {served.error}" if served.error
+                                                                              else ""), model=served.spec.name)
+        if served.pending >= self.settings.queue_size:
+            raise Overloaded(f"model {served.spec.name!r} has {served.pending} requests waiting (the limit)",
+                             headers={"Retry-After": "1"}, limit=self.settings.queue_size)
+        served.pending += 1
+        arrival = time.perf_counter()
+        cancelled = False
+
+        def job() -> Outcome:
+            if cancelled:
+                raise _Skipped
+            started = time.perf_counter()
+            prepared = served.runner.prepare(request)
+            ticket = None
+            if self.metering is not None:
+                ticket = self.metering.begin(served.spec.name, served.spec.task, tokens_in=prepared.tokens_in,
+                                             devices=served.meter_devices, queue_s=started - arrival)
+            try:
+                body, tokens_out = served.runner.run(prepared)
+            finally:
+                if ticket is not None:  # energy already spent is recorded even if inference failed
+                    self.metering.end(ticket, 0)
+            if ticket is not None:
+                ticket.tokens_out = tokens_out
+            done = time.perf_counter()
+            record = self.metering.result(ticket) if ticket is not None else None
+            return Outcome(body, ticket.request_id if ticket else None, record, started - arrival, done - started,
+                           prepared.tokens_in, tokens_out)
+
+        future = asyncio.get_running_loop().run_in_executor(self.executor(served.device), job)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.settings.request_timeout_s)
+        except TimeoutError:
+            cancelled = True
+            raise Timeout(f"no result within {self.settings.request_timeout_s} s; its energy is still recorded",
+                          limit=self.settings.request_timeout_s) from None
+        except asyncio.CancelledError:
+            cancelled = True  # the client went away: if it was still queued, it never runs
+            raise
+        finally:
+            served.pending -= 1
+
+    def shutdown(self) -> None:
+        for executor in self._executors.values():
+            executor.shutdown(wait=True)  # in-flight requests finish, so their energy is recorded

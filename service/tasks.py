@@ -1,0 +1,149 @@
+"""Task knowledge as data: for each task, its request schema and its runner (load, count work, infer).
+
+A runner's ``prepare`` tokenizes and checks limits (no energy is metered for a rejected request); ``run`` does
+the inference inside the metered window and returns the task-native response body and output token count.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from service.problems import Invalid, TooLarge
+
+if TYPE_CHECKING:
+    from service.registry import ModelSpec
+
+# one text or a non-empty list; a lone string is wrapped, so errors name "inputs" rather than a union branch
+Texts = Annotated[
+    list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v), Field(min_length=1),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}),
+]
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: Texts = Field(description="a text or a non-empty list of texts")
+    normalize: bool = Field(True, description="L2-normalise the vectors")
+
+
+class ClassificationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: Texts = Field(description="a text or a non-empty list of texts")
+    top_k: int = Field(1, ge=1, le=100, description="labels per text")
+
+
+@dataclass
+class Prepared:
+    texts: list[str]
+    encoded: Any
+    tokens_in: int
+    options: BaseModel
+
+
+def resolve_source(spec: ModelSpec) -> str:
+    """``package:<module>`` (a model shipped in a Python package), a local folder, or a Hub id."""
+    if spec.source.startswith("package:"):
+        module = importlib.import_module(spec.source.split(":", 1)[1])
+        return str(module.get_model_path())
+    return spec.source
+
+
+def torch_dtype(spec: ModelSpec):
+    import torch
+
+    return {"auto": "auto", "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[spec.dtype]
+
+
+class Runner:
+    """Loads a model and tokenizer; the subclasses know one task each."""
+
+    def __init__(self, spec: ModelSpec, device: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.spec, self.device = spec, device
+        self.path = resolve_source(spec)
+        common = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, **common)
+        self.model = self._load_model(common)
+        self.model.to(device).eval()
+
+    def _load_model(self, common: dict):
+        raise NotImplementedError
+
+    def prepare(self, request: BaseModel) -> Prepared:
+        texts = request.inputs
+        if len(texts) > self.spec.max_batch:
+            raise TooLarge(f"at most {self.spec.max_batch} inputs per request, got {len(texts)}",
+                           field="inputs", limit=self.spec.max_batch)
+        limit = self.spec.max_input_tokens
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"]]
+        if max(lengths) > limit and not self.spec.truncate:
+            raise TooLarge(f"input {lengths.index(max(lengths))} has {max(lengths)} tokens; this model takes at "
+                           f"most {limit}", field="inputs", limit=limit)
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        return Prepared(texts, encoded, int(encoded["attention_mask"].sum()), request)
+
+    def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
+        raise NotImplementedError
+
+
+class EmbeddingRunner(Runner):
+    """Sentence embeddings: mean pooling over tokens, optionally L2-normalised (as sentence-transformers)."""
+
+    def _load_model(self, common: dict):
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+
+    def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
+        import torch
+
+        enc = {k: v.to(self.device) for k, v in prepared.encoded.items()}
+        with torch.inference_mode():
+            hidden = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            if prepared.options.normalize:
+                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+        return {"embeddings": vectors.float().cpu().tolist(), "dimensions": int(vectors.shape[1])}, 0
+
+
+class ClassificationRunner(Runner):
+    def _load_model(self, common: dict):
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+
+    def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
+        import torch
+
+        enc = {k: v.to(self.device) for k, v in prepared.encoded.items()}
+        with torch.inference_mode():
+            probs = self.model(**enc).logits.float().softmax(-1).cpu()
+        k = min(prepared.options.top_k, probs.shape[1])
+        labels = self.model.config.id2label
+        top = probs.topk(k, dim=-1)
+        results = [[{"label": labels[int(i)], "score": float(s)} for s, i in zip(sv, iv, strict=True)]
+                   for sv, iv in zip(top.values, top.indices, strict=True)]
+        return {"results": results}, 0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    request: type[BaseModel]
+    runner: Callable[[ModelSpec, str], Runner]
+    openai: str | None = None  # the OpenAI-compatible route that serves this task
+
+
+TASKS: dict[str, TaskSpec] = {t.name: t for t in (
+    TaskSpec("feature-extraction", EmbeddingRequest, EmbeddingRunner, openai="embeddings"),
+    TaskSpec("text-classification", ClassificationRequest, ClassificationRunner),
+)}
+
+__all__ = ["TASKS", "TaskSpec", "Runner", "Prepared", "Invalid"]

