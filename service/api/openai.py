@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import struct
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -16,11 +18,18 @@ from service.tasks import EmbeddingRequest, Texts
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    """OpenAI's base64 form: the float32 little-endian bytes of the vector."""
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
 class EmbeddingsBody(BaseModel):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use (user, ...)
     model: str
     input: Texts
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64 by default
     dimensions: int | None = Field(None, ge=1, description="not supported: must be omitted or the model's size")
 
 
@@ -42,5 +51,6 @@ async def embeddings(body: EmbeddingsBody, request: Request, include_energy: boo
     if include_energy:
         usage["energy"] = energy_usage(outcome.record)
     data = {"object": "list", "model": body.model, "usage": usage,
-            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]}
+            "data": [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+                     for i, v in enumerate(vectors)]}
     return JSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))

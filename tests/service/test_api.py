@@ -159,3 +159,14 @@ def test_openapi_schema_lists_every_route(server):
     for path in ("/v1/models/{name}/infer", "/v1/embeddings", "/v1/models", "/v1/requests/{request_id}/energy",
                  "/healthz", "/readyz", "/metrics"):
         assert path in spec["paths"], path
+
+
+def test_the_openai_python_client_works_unchanged(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    raw = client.embeddings.with_raw_response.create(model="all-MiniLM-L6-v2", input=["one", "two"])
+    result = raw.parse()
+    assert len(result.data) == 2 and len(result.data[0].embedding) == 384
+    assert result.usage.prompt_tokens > 0
+    assert float(raw.headers["x-energy-joules"]) > 0 and raw.headers["x-energy-method"] == "estimated"
