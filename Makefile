@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH_VERSION := 2.13.0
 
-.PHONY: install test lint run bench-metering gpu-check clean
+.PHONY: install test lint run bench-metering bench-serving gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,6 @@ clean:
 
 run: install
 	$(VENV)/bin/wattserve serve --host 127.0.0.1 --port 8000
+
+bench-serving: install
+	$(PY) bench/bench_serving.py
