@@ -37,6 +37,28 @@ class ClassificationRequest(BaseModel):
     top_k: int = Field(1, ge=1, le=100, description="labels per text")
 
 
+class FillMaskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: Texts = Field(description="texts each holding the model's mask token, e.g. [MASK]")
+    top_k: int = Field(5, ge=1, le=100)
+
+
+class TokenClassificationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: Texts = Field(description="a text or a non-empty list of texts")
+
+
+class GenerationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: Texts = Field(description="a prompt or a non-empty list of prompts")
+    max_new_tokens: int | None = Field(None, ge=1, description="default and maximum from the model registry")
+    min_new_tokens: int | None = Field(None, ge=0)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0, le=10)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int | None = None
+
+
 @dataclass
 class Prepared:
     texts: list[str]
@@ -46,7 +68,12 @@ class Prepared:
 
 
 def resolve_source(spec: ModelSpec) -> str:
-    """``package:<module>`` (a model shipped in a Python package), a local folder, or a Hub id."""
+    """``package:<module>`` (a model shipped in a Python package), ``demo:<task>`` (a random-weight demo model
+    built locally), a local folder, or a Hub id."""
+    if spec.source.startswith("demo:"):
+        from service.models.demo import demo_model_path
+
+        return demo_model_path(spec.source.split(":", 1)[1])
     if spec.source.startswith("package:"):
         module = importlib.import_module(spec.source.split(":", 1)[1])
         return str(module.get_model_path())
@@ -133,6 +160,99 @@ class ClassificationRunner(Runner):
         return {"results": results}, 0
 
 
+class FillMaskRunner(Runner):
+    def _load_model(self, common: dict):
+        from transformers import AutoModelForMaskedLM
+
+        return AutoModelForMaskedLM.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+
+    def prepare(self, request: BaseModel) -> Prepared:
+        mask = self.tokenizer.mask_token
+        missing = [i for i, t in enumerate(request.inputs) if mask not in t]
+        if missing:
+            raise Invalid(f"input {missing[0]} has no mask token {mask}", field=f"inputs.{missing[0]}")
+        return super().prepare(request)
+
+    def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
+        import torch
+
+        enc = {k: v.to(self.device) for k, v in prepared.encoded.items()}
+        with torch.inference_mode():
+            probs = self.model(**enc).logits.float().softmax(-1).cpu()
+        results = []
+        for row, ids in enumerate(enc["input_ids"].cpu()):
+            for pos in (ids == self.tokenizer.mask_token_id).nonzero().flatten().tolist():
+                top = probs[row, pos].topk(min(prepared.options.top_k, probs.shape[-1]))
+                results.append([{"token": int(i), "token_str": self.tokenizer.decode([int(i)]).strip(),
+                                 "score": float(p)} for p, i in zip(top.values, top.indices, strict=True)])
+        return {"results": results}, 0
+
+
+class TokenClassificationRunner(Runner):
+    """Per-word entities, aggregated like the transformers pipeline's "simple" strategy."""
+
+    def _load_model(self, common: dict):
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+
+    def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
+        from transformers import pipeline
+
+        pipe = getattr(self, "_pipe", None) or pipeline("token-classification", model=self.model,
+                                                         tokenizer=self.tokenizer, device=self.device,
+                                                         aggregation_strategy="simple")
+        self._pipe = pipe
+        out = pipe(prepared.texts)
+        results = [[{"entity_group": e["entity_group"], "score": float(e["score"]), "word": e["word"],
+                     "start": e["start"], "end": e["end"]} for e in entities] for entities in out]
+        return {"results": results}, 0
+
+
+class GenerationRunner(Runner):
+    """Causal generation; ``max_new_tokens`` defaults to and is capped by the registry's ``generation``."""
+
+    def _load_model(self, common: dict):
+        from transformers import AutoModelForCausalLM
+
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"
+        return AutoModelForCausalLM.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+
+    def prepare(self, request: BaseModel) -> Prepared:
+        limit = int(self.spec.generation.get("max_new_tokens_limit", 256))
+        wanted = request.max_new_tokens or int(self.spec.generation.get("max_new_tokens", 20))
+        if wanted > limit:
+            raise Invalid(f"max_new_tokens {wanted} is over this model's limit {limit}", field="max_new_tokens",
+                          limit=limit)
+        if request.min_new_tokens is not None and request.min_new_tokens > wanted:
+            raise Invalid("min_new_tokens is over max_new_tokens", field="min_new_tokens", limit=wanted)
+        return super().prepare(request)
+
+    def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
+        import torch
+
+        req = prepared.options
+        enc = {k: v.to(self.device) for k, v in prepared.encoded.items()}
+        kwargs = {"max_new_tokens": req.max_new_tokens or int(self.spec.generation.get("max_new_tokens", 20)),
+                  "do_sample": req.do_sample, "pad_token_id": self.tokenizer.pad_token_id}
+        if req.min_new_tokens is not None:
+            kwargs["min_new_tokens"] = req.min_new_tokens
+        if req.do_sample:
+            kwargs.update(temperature=req.temperature, top_p=req.top_p)
+            if req.seed is not None:
+                torch.manual_seed(req.seed)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1]:].cpu()
+        pad = self.tokenizer.pad_token_id
+        lengths = [int((row != pad).sum()) if pad is not None else row.shape[0] for row in new]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return ({"results": [{"generated_text": t, "tokens": n} for t, n in zip(texts, lengths, strict=True)]},
+                sum(lengths))
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
@@ -144,6 +264,9 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("feature-extraction", EmbeddingRequest, EmbeddingRunner, openai="embeddings"),
     TaskSpec("text-classification", ClassificationRequest, ClassificationRunner),
+    TaskSpec("fill-mask", FillMaskRequest, FillMaskRunner),
+    TaskSpec("token-classification", TokenClassificationRequest, TokenClassificationRunner),
+    TaskSpec("text-generation", GenerationRequest, GenerationRunner),
 )}
 
 __all__ = ["TASKS", "TaskSpec", "Runner", "Prepared", "Invalid"]
