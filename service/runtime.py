@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,7 +98,9 @@ class Runtime:
                 served.error = f"{type(exc).__name__}: {exc}"
                 log.error("model %s failed to load: %s", served.spec.name, served.error)
 
-    async def infer(self, served: ServedModel, request: BaseModel) -> Outcome:
+    async def infer(self, served: ServedModel, request: BaseModel,
+                    on_text: Callable[[str], None] | None = None) -> Outcome:
+        """Run one request. ``on_text`` (streaming generation) is called from the inference thread."""
         if served.runner is None:
             raise NotReady(f"model {served.spec.name!r} is {served.state}" + (f": {served.error}" if served.error
                                                                               else ""), model=served.spec.name)
@@ -113,17 +116,19 @@ class Runtime:
                 raise _Skipped
             started = time.perf_counter()
             prepared = served.runner.prepare(request)
+            prepared.on_text = on_text
             ticket = None
             if self.metering is not None:
                 ticket = self.metering.begin(served.spec.name, served.spec.task, tokens_in=prepared.tokens_in,
                                              devices=served.meter_devices, queue_s=started - arrival)
             try:
                 body, tokens_out = served.runner.run(prepared)
-            finally:
+            except BaseException:
                 if ticket is not None:  # energy already spent is recorded even if inference failed
                     self.metering.end(ticket, 0)
-            if ticket is not None:
-                ticket.tokens_out = tokens_out
+                raise
+            if ticket is not None:  # tokens first: the final record may be built the moment it ends
+                self.metering.end(ticket, tokens_out)
             done = time.perf_counter()
             record = self.metering.result(ticket) if ticket is not None else None
             return Outcome(body, ticket.request_id if ticket else None, record, started - arrival, done - started,

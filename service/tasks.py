@@ -65,6 +65,7 @@ class Prepared:
     encoded: Any
     tokens_in: int
     options: BaseModel
+    on_text: Callable[[str], None] | None = None  # streaming: called with each new piece of generated text
 
 
 def resolve_source(spec: ModelSpec) -> str:
@@ -243,6 +244,8 @@ class GenerationRunner(Runner):
             kwargs.update(temperature=req.temperature, top_p=req.top_p)
             if req.seed is not None:
                 torch.manual_seed(req.seed)
+        if prepared.on_text is not None:
+            kwargs["streamer"] = _TextStreamer(self.tokenizer, prepared.on_text)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1]:].cpu()
@@ -251,6 +254,31 @@ class GenerationRunner(Runner):
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return ({"results": [{"generated_text": t, "tokens": n} for t, n in zip(texts, lengths, strict=True)]},
                 sum(lengths))
+
+
+class _TextStreamer:
+    """transformers streamer protocol (put/end): decodes the growing output and emits only the new text."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]) -> None:
+        self.tokenizer, self.on_text = tokenizer, on_text
+        self.ids: list[int] = []
+        self.sent = 0
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate() first passes the prompt
+            self.prompt_seen = True
+            return
+        self.ids.extend(int(i) for i in value.flatten().tolist())
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if len(text) > self.sent and not text.endswith("\ufffd"):  # wait for whole UTF-8 characters
+            self.on_text(text[self.sent:])
+            self.sent = len(text)
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if len(text) > self.sent:
+            self.on_text(text[self.sent:])
 
 
 @dataclass(frozen=True)
@@ -266,7 +294,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("text-classification", ClassificationRequest, ClassificationRunner),
     TaskSpec("fill-mask", FillMaskRequest, FillMaskRunner),
     TaskSpec("token-classification", TokenClassificationRequest, TokenClassificationRunner),
-    TaskSpec("text-generation", GenerationRequest, GenerationRunner),
+    TaskSpec("text-generation", GenerationRequest, GenerationRunner, openai="completions"),
 )}
 
 __all__ = ["TASKS", "TaskSpec", "Runner", "Prepared", "Invalid"]

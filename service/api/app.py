@@ -254,11 +254,11 @@ def invalid_from(errors: list[dict]) -> Invalid:
     return Invalid(f"{first['field'] or 'body'}: {first['message']}", field=first["field"] or "body", errors=items)
 
 
-async def run_observed(app: FastAPI, served: ServedModel, body: BaseModel) -> Outcome:
+async def run_observed(app: FastAPI, served: ServedModel, body: BaseModel, on_text=None) -> Outcome:
     """Run one inference through the runtime and count the response in Prometheus, success or not."""
     metrics: Metrics = app.state.metrics
     try:
-        outcome = await app.state.runtime.infer(served, body)
+        outcome = await app.state.runtime.infer(served, body, on_text)
     except Problem as exc:
         metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
         raise

@@ -1,4 +1,5 @@
 """Every task end to end on the embedded default registry (real MiniLM + demo models), real uvicorn."""
+import json
 
 import httpx
 import pytest
@@ -55,3 +56,48 @@ def test_generation_limits_and_mask_checks(server):
     assert r.status_code == 422 and r.json()["field"] == "inputs.0"
     r = httpx.post(f"{server.url}/v1/models/demo-text-classification/infer", json={"inputs": "x", "max_new_tokens": 3})
     assert r.status_code == 422 and r.json()["field"] == "max_new_tokens"
+
+
+def test_openai_completions_and_chat_with_the_openai_client(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    done = client.completions.create(model="demo-text-generation", prompt="How much energy", max_tokens=4)
+    assert done.object == "text_completion" and done.usage.completion_tokens <= 4
+    assert done.choices[0].finish_reason in ("length", "stop")
+    chat = client.chat.completions.with_raw_response.create(
+        model="demo-text-generation", messages=[{"role": "user", "content": "Hello"}], max_tokens=3)
+    assert float(chat.headers["x-energy-joules"]) > 0
+    parsed = chat.parse()
+    assert parsed.object == "chat.completion" and parsed.choices[0].message.role == "assistant"
+    stream = client.chat.completions.create(model="demo-text-generation", stream=True, max_tokens=6,
+                                            messages=[{"role": "user", "content": "Tell me about carbon"}])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    last = chunks[-1]
+    energy = last.usage.model_extra["energy"]
+    assert last.choices == [] and energy["energy_j"] > 0 and energy["status"] in ("final", "provisional")
+    assert last.usage.completion_tokens <= 6 and isinstance(text, str)
+
+
+def test_sse_stream_of_completions_ends_with_energy_then_done(server):
+    with httpx.stream("POST", f"{server.url}/v1/completions", timeout=60,
+                      json={"model": "demo-text-generation", "prompt": "energy", "max_tokens": 5, "stream": True}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    final = json.loads(events[-2])
+    assert final["choices"] == [] and 1 <= final["usage"]["completion_tokens"] <= 5
+    energy = final["usage"]["energy"]
+    assert energy["status"] == "final" and energy["energy_j"] > 0 and energy["tokens_out"] == \
+        final["usage"]["completion_tokens"]
+    pieces = [json.loads(e)["choices"][0]["text"] for e in events[:-2]]
+    assert all(isinstance(p, str) for p in pieces)
+
+
+def test_openai_routes_refuse_other_tasks(server):
+    r = httpx.post(f"{server.url}/v1/chat/completions",
+                   json={"model": "all-MiniLM-L6-v2", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400 and r.json()["field"] == "model"
+    r = httpx.post(f"{server.url}/v1/completions", json={"model": "demo-text-generation", "prompt": "x", "n": 2})
+    assert r.status_code == 422 and r.json()["field"] == "n"
