@@ -59,6 +59,19 @@ class GenerationRequest(BaseModel):
     seed: int | None = None
 
 
+class QuestionContext(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1)
+    context: str = Field(min_length=1)
+
+
+class QuestionAnsweringRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: Annotated[list[QuestionContext], BeforeValidator(lambda v: [v] if isinstance(v, dict) else v),
+                      Field(min_length=1)] = Field(description="{question, context} or a non-empty list of them")
+    max_answer_tokens: int = Field(30, ge=1, le=512)
+
+
 @dataclass
 class Prepared:
     texts: list[str]
@@ -256,6 +269,81 @@ class GenerationRunner(Runner):
                 sum(lengths))
 
 
+class SummarizationRunner(GenerationRunner):
+    """Sequence-to-sequence generation (transformers 5 has no summarization pipeline)."""
+
+    def _load_model(self, common: dict):
+        from transformers import AutoModelForSeq2SeqLM
+
+        return AutoModelForSeq2SeqLM.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+
+    def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
+        import torch
+
+        req = prepared.options
+        enc = {k: v.to(self.device) for k, v in prepared.encoded.items()}
+        kwargs = {"max_new_tokens": req.max_new_tokens or int(self.spec.generation.get("max_new_tokens", 20)),
+                  "do_sample": req.do_sample}
+        min_new = req.min_new_tokens if req.min_new_tokens is not None else self.spec.generation.get("min_new_tokens")
+        if min_new is not None:
+            kwargs["min_new_tokens"] = min(int(min_new), kwargs["max_new_tokens"])
+        if req.do_sample:
+            kwargs.update(temperature=req.temperature, top_p=req.top_p)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs).cpu()[:, 1:]  # drop the decoder start token
+        pad = self.tokenizer.pad_token_id
+        lengths = [int((row != pad).sum()) for row in out]
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return ({"results": [{"summary_text": t, "tokens": n} for t, n in zip(texts, lengths, strict=True)]},
+                sum(lengths))
+
+
+class QuestionAnsweringRunner(Runner):
+    """Extractive QA: the best context span by start x end probability (no pipeline in transformers 5)."""
+
+    def _load_model(self, common: dict):
+        from transformers import AutoModelForQuestionAnswering
+
+        return AutoModelForQuestionAnswering.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+
+    def prepare(self, request: BaseModel) -> Prepared:
+        pairs = request.inputs
+        if len(pairs) > self.spec.max_batch:
+            raise TooLarge(f"at most {self.spec.max_batch} inputs per request, got {len(pairs)}",
+                           field="inputs", limit=self.spec.max_batch)
+        questions, contexts = [p.question for p in pairs], [p.context for p in pairs]
+        limit = self.spec.max_input_tokens
+        lengths = [len(ids) for ids in self.tokenizer(questions, contexts, truncation=False)["input_ids"]]
+        if max(lengths) > limit and not self.spec.truncate:
+            raise TooLarge(f"input {lengths.index(max(lengths))} has {max(lengths)} tokens; this model takes at "
+                           f"most {limit}", field="inputs", limit=limit)
+        encoded = self.tokenizer(questions, contexts, padding=True, truncation="only_second", max_length=limit,
+                                 return_offsets_mapping=True, return_tensors="pt")
+        return Prepared(contexts, encoded, int(encoded["attention_mask"].sum()), request)
+
+    def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
+        import torch
+
+        enc = dict(prepared.encoded)
+        offsets = enc.pop("offset_mapping")
+        inputs = {k: v.to(self.device) for k, v in enc.items()}
+        with torch.inference_mode():
+            out = self.model(**inputs)
+        starts, ends = out.start_logits.float().softmax(-1).cpu(), out.end_logits.float().softmax(-1).cpu()
+        answers = []
+        for row, context in enumerate(prepared.texts):
+            in_context = torch.tensor([s == 1 for s in prepared.encoded.sequence_ids(row)])
+            s_p = torch.where(in_context, starts[row], torch.zeros_like(starts[row]))
+            e_p = torch.where(in_context, ends[row], torch.zeros_like(ends[row]))
+            scores = torch.triu(s_p[:, None] * e_p[None, :])  # start <= end
+            scores = torch.tril(scores, diagonal=prepared.options.max_answer_tokens - 1)
+            best = int(scores.argmax())
+            i, j = divmod(best, scores.shape[1])
+            lo, hi = int(offsets[row, i, 0]), int(offsets[row, j, 1])
+            answers.append({"answer": context[lo:hi], "score": float(scores[i, j]), "start": lo, "end": hi})
+        return {"results": answers}, 0
+
+
 class _TextStreamer:
     """transformers streamer protocol (put/end): decodes the growing output and emits only the new text."""
 
@@ -295,6 +383,8 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("fill-mask", FillMaskRequest, FillMaskRunner),
     TaskSpec("token-classification", TokenClassificationRequest, TokenClassificationRunner),
     TaskSpec("text-generation", GenerationRequest, GenerationRunner, openai="completions"),
+    TaskSpec("summarization", GenerationRequest, SummarizationRunner),
+    TaskSpec("question-answering", QuestionAnsweringRequest, QuestionAnsweringRunner),
 )}
 
 __all__ = ["TASKS", "TaskSpec", "Runner", "Prepared", "Invalid"]

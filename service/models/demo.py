@@ -66,6 +66,23 @@ def _byte_bpe():
                                    unk_token="<|endoftext|>", pad_token="<|endoftext|>", model_max_length=512)
 
 
+def _unigram():
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(CORPUS.split("\n"), trainers.UnigramTrainer(
+        vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"))
+    from tokenizers import processors
+
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=512)
+
+
 def build(task: str, folder: Path) -> Path:
     import torch
     from transformers import (
@@ -80,7 +97,14 @@ def build(task: str, folder: Path) -> Path:
 
     torch.manual_seed(0)  # the same random weights on every machine
     small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
-    if task == "text-generation":
+    if task == "summarization":
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        tokenizer = _unigram()
+        model = T5ForConditionalGeneration(T5Config(
+            vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
+            pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    elif task == "text-generation":
         tokenizer = _byte_bpe()
         model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2,
                                            n_positions=512, bos_token_id=0, eos_token_id=0))

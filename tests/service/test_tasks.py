@@ -32,6 +32,12 @@ CASES = [
      lambda b: isinstance(b["results"][0], list)),
     ("demo-text-generation", {"inputs": "How much energy", "max_new_tokens": 5, "min_new_tokens": 5},
      lambda b: b["results"][0]["tokens"] == 5),
+    ("demo-summarization", {"inputs": "Carbon emissions follow from the energy and from the grid."},
+     lambda b: 10 <= b["results"][0]["tokens"] <= 15),
+    ("demo-question-answering",
+     {"inputs": [{"question": "What is the capital?", "context": "Paris is the capital of France."}]},
+     lambda b: b["results"][0]["answer"] in "Paris is the capital of France." and 0 <= b["results"][0]["start"]
+     <= b["results"][0]["end"] <= 31),
 ]
 
 
