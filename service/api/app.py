@@ -215,7 +215,7 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
             body = served.task.request.model_validate(payload)
         except ValidationError as exc:
             raise invalid_from(exc.errors()) from None
-        outcome = await run_observed(app, served, body)
+        outcome = await run_observed(app, served, body, request=request)
         data = dict(outcome.body)
         if include_energy:
             data["usage"] = {"energy": energy_usage(outcome.record)}
@@ -254,14 +254,38 @@ def invalid_from(errors: list[dict]) -> Invalid:
     return Invalid(f"{first['field'] or 'body'}: {first['message']}", field=first["field"] or "body", errors=items)
 
 
-async def run_observed(app: FastAPI, served: ServedModel, body: BaseModel, on_text=None) -> Outcome:
-    """Run one inference through the runtime and count the response in Prometheus, success or not."""
+async def run_observed(app: FastAPI, served: ServedModel, body: BaseModel, on_text=None,
+                       request: Request | None = None) -> Outcome:
+    """Run one inference through the runtime and count the response in Prometheus, success or not.
+
+    With ``request``, a client that disconnects cancels the inference: if it was still queued it never runs and
+    costs nothing (if it already ran, it finishes and its energy is recorded)."""
     metrics: Metrics = app.state.metrics
     try:
-        outcome = await app.state.runtime.infer(served, body, on_text)
+        if request is None:
+            outcome = await app.state.runtime.infer(served, body, on_text)
+        else:
+            outcome = await _unless_disconnected(request, app.state.runtime.infer(served, body, on_text))
     except Problem as exc:
         metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
         raise
     metrics.observe_response(served.spec.name, served.spec.task, 200, outcome.inference_s,
                              outcome.tokens_in, outcome.tokens_out)
     return outcome
+
+
+async def _unless_disconnected(request: Request, work):
+    import asyncio
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    job, watch = asyncio.ensure_future(work), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({job, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if not job.done():
+            job.cancel()  # the client left
+        return await job
+    finally:
+        watch.cancel()

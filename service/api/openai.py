@@ -46,7 +46,7 @@ async def embeddings(body: EmbeddingsBody, request: Request, include_energy: boo
     served = find_model(app.state.runtime, body.model)
     if served.task.openai != "embeddings":
         raise TaskMismatch(f"model {body.model!r} serves {served.spec.task}, not embeddings", field="model")
-    outcome = await run_observed(app, served, EmbeddingRequest(inputs=body.input))
+    outcome = await run_observed(app, served, EmbeddingRequest(inputs=body.input), request=request)
     vectors = outcome.body["embeddings"]
     if body.dimensions is not None and body.dimensions != len(vectors[0]):
         raise Invalid(f"this model's embeddings have {len(vectors[0])} dimensions", field="dimensions",
@@ -131,7 +131,7 @@ async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, i
         return u
 
     if not stream:
-        outcome = await run_observed(request.app, served, gen)
+        outcome = await run_observed(request.app, served, gen, request=request)
         choices = []
         for i, res in enumerate(outcome.body["results"]):
             finish = "length" if res["tokens"] >= limit else "stop"

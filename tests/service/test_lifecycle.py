@@ -1,0 +1,95 @@
+"""Timeouts, clients that leave while queued, graceful shutdown: energy is never lost or double-counted."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from service.settings import Settings
+from tests.service.conftest import LiveServer, free_port
+
+SLOW = {"inputs": ["tell me about energy"] * 16, "max_new_tokens": 128, "min_new_tokens": 128}
+
+
+def registry(tmp_path_factory, monkeypatch_env):
+    folder = tmp_path_factory.mktemp("lifecycle")
+    monkeypatch_env.setenv("WATTSERVE_DEMO_DIR", str(folder / "demo"))
+    (folder / "models.yaml").write_text("models:\n  - name: gen\n    task: text-generation\n"
+                                        "    source: demo:text-generation\n    device: cpu\n"
+                                        "    generation: {max_new_tokens_limit: 256}\n")
+    return folder / "models.yaml"
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_env():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def finals_count(url: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith('wattserve_request_energy_joules_count{model="gen"'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait_for(predicate, seconds=20.0):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_timeout_answers_504_and_still_records_the_energy(tmp_path_factory, monkeypatch_env):
+    settings = Settings(port=free_port(), registry=registry(tmp_path_factory, monkeypatch_env), request_timeout_s=0.02)
+    with LiveServer(settings) as live:
+        before = finals_count(live.url)
+        r = httpx.post(f"{live.url}/v1/models/gen/infer", json=SLOW, timeout=60)
+        assert r.status_code == 504 and r.json()["limit"] == 0.02
+        assert wait_for(lambda: finals_count(live.url) == before + 1)  # the work ran to the end and was metered
+
+
+def test_client_leaving_while_queued_costs_nothing(tmp_path_factory, monkeypatch_env):
+    settings = Settings(port=free_port(), registry=registry(tmp_path_factory, monkeypatch_env))
+    with LiveServer(settings) as live:
+        before = finals_count(live.url)
+
+        async def scenario():
+            async with httpx.AsyncClient(timeout=60) as client:
+                running = asyncio.create_task(client.post(f"{live.url}/v1/models/gen/infer", json=SLOW))
+                await asyncio.sleep(0.05)
+                async with httpx.AsyncClient(timeout=60) as other:  # its own connection, dropped while queued
+                    queued = asyncio.create_task(other.post(f"{live.url}/v1/models/gen/infer", json=SLOW))
+                    await asyncio.sleep(0.05)
+                    queued.cancel()
+                return await running
+
+        assert asyncio.run(scenario()).status_code == 200
+        assert wait_for(lambda: finals_count(live.url) >= before + 1)
+        time.sleep(1.5)  # the dropped request would have run by now: ~0.5 s of work
+        assert finals_count(live.url) == before + 1
+
+
+def test_graceful_shutdown_finishes_in_flight_requests_with_final_energy(tmp_path_factory, monkeypatch_env):
+    settings = Settings(port=free_port(), registry=registry(tmp_path_factory, monkeypatch_env))
+    live = LiveServer(settings).__enter__()
+    result = {}
+
+    def call():
+        result["r"] = httpx.post(f"{live.url}/v1/models/gen/infer", json=SLOW, timeout=60)
+
+    import threading
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.1)
+    live.__exit__(None, None, None)  # should_exit while the request runs
+    t.join(60)
+    r = result["r"]
+    assert r.status_code == 200
+    record = live.app.state.runtime.metering.record(r.headers["X-Request-Id"])
+    assert record is not None and str(record.status) == "final" and record.energy_j > 0
