@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
 
 from service.problems import Invalid, TooLarge
 
@@ -19,57 +19,104 @@ if TYPE_CHECKING:
     from service.registry import ModelSpec
 
 # one text or a non-empty list; a lone string is wrapped, so errors name "inputs" rather than a union branch
+Text = Annotated[str, Field(min_length=1)]
 Texts = Annotated[
-    list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v), Field(min_length=1),
-    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}),
+    list[Text], BeforeValidator(lambda v: [v] if isinstance(v, str) else v), Field(min_length=1),
+    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1},
+                              {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}]}),
+]
+MASKED = r"(\[MASK\]|<mask>)"
+MaskedTexts = Annotated[
+    list[Annotated[str, Field(pattern=MASKED)]], BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
+    Field(min_length=1),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": MASKED},
+                              {"type": "array", "items": {"type": "string", "pattern": MASKED}, "minItems": 1}]}),
 ]
 
 
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _NotANumber:
+    """Stands in for a value that is not a JSON number, so the field's own validation rejects it by name."""
+
+    def __repr__(self) -> str:
+        return "not a JSON number"
+
+
+def _json_number(value: Any, integer: bool) -> Any:
+    """JSON's numbers and nothing else: no "5" for 5, no true for 1; 20.0 is the integer 20 (as JSON Schema)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _NotANumber()
+    if integer and isinstance(value, float):
+        return int(value) if value.is_integer() else _NotANumber()
+    return value
+
+
+JsonInt = int  # the checks live in JsonModel: a wrapped type would hide its limits from the JSON Schema
+JsonFloat = float
+STRICT = ConfigDict(extra="forbid")
+
+
+class JsonModel(BaseModel):
+    """Numbers must be JSON numbers: no "5" for 5 and no true for 1; 20.0 is the integer 20 (as JSON Schema)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name, info in cls.model_fields.items():
+            value = data.get(name)
+            kinds = set(getattr(info.annotation, "__args__", ())) | {info.annotation}
+            if value is None or not kinds & {int, float} or str in kinds:
+                continue
+            data = {**data, name: _json_number(value, int in kinds and float not in kinds)}
+        return data
+
+
+class EmbeddingRequest(JsonModel):
+    model_config = STRICT
     inputs: Texts = Field(description="a text or a non-empty list of texts")
-    normalize: bool = Field(True, description="L2-normalise the vectors")
+    normalize: StrictBool = Field(True, description="L2-normalise the vectors")
 
 
-class ClassificationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ClassificationRequest(JsonModel):
+    model_config = STRICT
     inputs: Texts = Field(description="a text or a non-empty list of texts")
-    top_k: int = Field(1, ge=1, le=100, description="labels per text")
+    top_k: JsonInt = Field(1, ge=1, le=100, description="labels per text")
 
 
-class FillMaskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    inputs: Texts = Field(description="texts each holding the model's mask token, e.g. [MASK]")
-    top_k: int = Field(5, ge=1, le=100)
+class FillMaskRequest(JsonModel):
+    model_config = STRICT
+    inputs: MaskedTexts = Field(description="texts each holding the model's mask token: [MASK] or <mask>")
+    top_k: JsonInt = Field(5, ge=1, le=100)
 
 
-class TokenClassificationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TokenClassificationRequest(JsonModel):
+    model_config = STRICT
     inputs: Texts = Field(description="a text or a non-empty list of texts")
 
 
-class GenerationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class GenerationRequest(JsonModel):
+    model_config = STRICT
     inputs: Texts = Field(description="a prompt or a non-empty list of prompts")
-    max_new_tokens: int | None = Field(None, ge=1, description="default and maximum from the model registry")
-    min_new_tokens: int | None = Field(None, ge=0)
-    do_sample: bool = False
-    temperature: float = Field(1.0, gt=0, le=10)
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: int | None = None
+    max_new_tokens: JsonInt | None = Field(None, ge=1, description="default and maximum from the model registry")
+    min_new_tokens: JsonInt | None = Field(None, ge=0, description="clamped to max_new_tokens")
+    do_sample: StrictBool = False
+    temperature: JsonFloat = Field(1.0, ge=0.01, le=10)
+    top_p: JsonFloat = Field(1.0, ge=0.001, le=1)
+    seed: JsonInt | None = Field(None, ge=0, le=2**32 - 1)
 
 
-class QuestionContext(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class QuestionContext(JsonModel):
+    model_config = STRICT
     question: str = Field(min_length=1)
     context: str = Field(min_length=1)
 
 
-class QuestionAnsweringRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class QuestionAnsweringRequest(JsonModel):
+    model_config = STRICT
     inputs: Annotated[list[QuestionContext], BeforeValidator(lambda v: [v] if isinstance(v, dict) else v),
                       Field(min_length=1)] = Field(description="{question, context} or a non-empty list of them")
-    max_answer_tokens: int = Field(30, ge=1, le=512)
+    max_answer_tokens: JsonInt = Field(30, ge=1, le=512)
 
 
 @dataclass
@@ -240,8 +287,6 @@ class GenerationRunner(Runner):
         if wanted > limit:
             raise Invalid(f"max_new_tokens {wanted} is over this model's limit {limit}", field="max_new_tokens",
                           limit=limit)
-        if request.min_new_tokens is not None and request.min_new_tokens > wanted:
-            raise Invalid("min_new_tokens is over max_new_tokens", field="min_new_tokens", limit=wanted)
         return super().prepare(request)
 
     def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
@@ -252,7 +297,7 @@ class GenerationRunner(Runner):
         kwargs = {"max_new_tokens": req.max_new_tokens or int(self.spec.generation.get("max_new_tokens", 20)),
                   "do_sample": req.do_sample, "pad_token_id": self.tokenizer.pad_token_id}
         if req.min_new_tokens is not None:
-            kwargs["min_new_tokens"] = req.min_new_tokens
+            kwargs["min_new_tokens"] = min(req.min_new_tokens, kwargs["max_new_tokens"])
         if req.do_sample:
             kwargs.update(temperature=req.temperature, top_p=req.top_p)
             if req.seed is not None:
@@ -260,7 +305,7 @@ class GenerationRunner(Runner):
         if prepared.on_text is not None:
             kwargs["streamer"] = _TextStreamer(self.tokenizer, prepared.on_text)
         with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
+            out = _generate(self.model, enc, kwargs)
         new = out[:, enc["input_ids"].shape[1]:].cpu()
         pad = self.tokenizer.pad_token_id
         lengths = [int((row != pad).sum()) if pad is not None else row.shape[0] for row in new]
@@ -290,7 +335,7 @@ class SummarizationRunner(GenerationRunner):
         if req.do_sample:
             kwargs.update(temperature=req.temperature, top_p=req.top_p)
         with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs).cpu()[:, 1:]  # drop the decoder start token
+            out = _generate(self.model, enc, kwargs).cpu()[:, 1:]  # drop the decoder start token
         pad = self.tokenizer.pad_token_id
         lengths = [int((row != pad).sum()) for row in out]
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
@@ -342,6 +387,15 @@ class QuestionAnsweringRunner(Runner):
             lo, hi = int(offsets[row, i, 0]), int(offsets[row, j, 1])
             answers.append({"answer": context[lo:hi], "score": float(scores[i, j]), "start": lo, "end": hi})
         return {"results": answers}, 0
+
+
+def _generate(model, enc: dict, kwargs: dict):
+    try:
+        return model.generate(**enc, **kwargs)
+    except RuntimeError as exc:
+        if "probability tensor" in str(exc):  # sampling settings that turn the distribution into nan/inf
+            raise Invalid(f"these sampling settings give invalid probabilities: {exc}", field="temperature") from None
+        raise
 
 
 class _TextStreamer:

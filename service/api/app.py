@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
+from service.api import openapi
 from service.api.energy_headers import energy_headers, energy_usage
 from service.api.openai import router as openai_router
 from service.energy import (
@@ -32,7 +34,6 @@ from service.problems import Invalid, NotFound, Problem, TooLarge, Unauthorized
 from service.registry import load_registry
 from service.runtime import Outcome, Runtime, ServedModel
 from service.settings import Settings
-from service.tasks import TASKS
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
     async def _http(request: Request, exc: StarletteHTTPException):
         problem = Problem(str(exc.detail))
         problem.status, problem.title, problem.slug = exc.status_code, str(exc.detail), f"http-{exc.status_code}"
+        problem.headers = dict(exc.headers or {})  # e.g. Allow on 405
         return await _problem(request, problem)
 
     @app.exception_handler(Exception)
@@ -204,9 +206,7 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
                            f"{settings.records_kept} requests)", field="request_id")
         return record.as_dict()
 
-    @app.post("/v1/models/{name}/infer", tags=["inference"], openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": {"oneOf": [
-            t.request.model_json_schema(ref_template="#/components/schemas/{model}") for t in TASKS.values()]}}}}})
+    @app.post("/v1/models/{name}/infer", tags=["inference"])  # request schema: service/api/openapi.py
     async def infer(name: str, request: Request, include_energy: bool = False) -> Response:
         authorize(request)
         served = find_model(runtime, name)
@@ -222,8 +222,20 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
         return JSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))
 
     app.include_router(openai_router)
+    openapi.install(app, {name: m.spec.task for name, m in runtime.models.items()}, lambda: schema_patches(runtime))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def schema_patches(runtime: Runtime) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each loaded model's own limits, for its copy of the request schema in the OpenAPI document."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, m in runtime.models.items():
+        if m.spec.task in ("text-generation", "summarization"):
+            out[name] = {"max_new_tokens": {"maximum": int(m.spec.generation.get("max_new_tokens_limit", 256))}}
+        if m.spec.task == "fill-mask" and m.runner is not None and m.runner.tokenizer.mask_token:
+            out[name] = {"inputs": {"pattern": re.escape(m.runner.tokenizer.mask_token)}}
+    return out
 
 
 def describe(m: ServedModel) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from service.api.energy_headers import energy_headers, energy_usage
 from service.problems import Invalid, TaskMismatch
-from service.tasks import EmbeddingRequest, Texts
+from service.tasks import EmbeddingRequest, JsonFloat, JsonInt, JsonModel, Texts
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -29,12 +29,12 @@ def _encode(vector: list[float], encoding: str) -> list[float] | str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-class EmbeddingsBody(BaseModel):
+class EmbeddingsBody(JsonModel):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use (user, ...)
     model: str
     input: Texts
     encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64 by default
-    dimensions: int | None = Field(None, ge=1, description="not supported: must be omitted or the model's size")
+    dimensions: JsonInt | None = Field(None, ge=1, description="not supported: must be omitted or the model's size")
 
 
 @router.post("/embeddings")
@@ -60,34 +60,34 @@ async def embeddings(body: EmbeddingsBody, request: Request, include_energy: boo
     return JSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))
 
 
-class CompletionsBody(BaseModel):
+class CompletionsBody(JsonModel):
     model_config = ConfigDict(extra="allow")
     model: str
     prompt: Texts
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
-    stream: bool = False
-    seed: int | None = None
+    max_tokens: JsonInt | None = Field(None, ge=1)
+    temperature: JsonFloat = Field(1.0, ge=0, le=2, description="0: greedy")
+    top_p: JsonFloat = Field(1.0, ge=0.001, le=1)
+    n: JsonInt = Field(1, ge=1, le=1, description="only 1 is supported")
+    stream: StrictBool = False
+    seed: JsonInt | None = Field(None, ge=0, le=2**32 - 1)
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(JsonModel):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str
 
 
-class ChatBody(BaseModel):
+class ChatBody(JsonModel):
     model_config = ConfigDict(extra="allow")
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
-    stream: bool = False
-    seed: int | None = None
+    max_tokens: JsonInt | None = Field(None, ge=1)
+    max_completion_tokens: JsonInt | None = Field(None, ge=1)
+    temperature: JsonFloat = Field(1.0, ge=0, le=2, description="0: greedy")
+    top_p: JsonFloat = Field(1.0, ge=0.001, le=1)
+    n: JsonInt = Field(1, ge=1, le=1, description="only 1 is supported")
+    stream: StrictBool = False
+    seed: JsonInt | None = Field(None, ge=0, le=2**32 - 1)
 
 
 def _generation(prompts: list[str], max_tokens: int | None, temperature: float, top_p: float, seed: int | None):
