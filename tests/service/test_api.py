@@ -156,8 +156,8 @@ def test_metrics_balance_per_request_energy_plus_idle_against_the_device_counter
 
 def test_openapi_schema_lists_every_route(server):
     spec = httpx.get(f"{server.url}/openapi.json").json()
-    for path in ("/v1/models/all-MiniLM-L6-v2/infer", "/v1/models/tiny-sentiment/infer", "/v1/embeddings", "/v1/models", "/v1/requests/{request_id}/energy",
-                 "/healthz", "/readyz", "/metrics"):
+    for path in ("/v1/models/all-MiniLM-L6-v2/infer", "/v1/models/tiny-sentiment/infer", "/v1/embeddings",
+                 "/v1/models", "/v1/requests/{request_id}/energy", "/healthz", "/readyz", "/metrics"):
         assert path in spec["paths"], path
     body = spec["paths"]["/v1/models/tiny-sentiment/infer"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["$ref"].endswith("/ClassificationRequest")  # each model documents its own task's schema
