@@ -169,11 +169,13 @@ class Runner:
             raise TooLarge(f"at most {self.spec.max_batch} inputs per request, got {len(texts)}",
                            field="inputs", limit=self.spec.max_batch)
         limit = self.spec.max_input_tokens
-        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"]]
-        if max(lengths) > limit and not self.spec.truncate:
-            raise TooLarge(f"input {lengths.index(max(lengths))} has {max(lengths)} tokens; this model takes at "
-                           f"most {limit}", field="inputs", limit=limit)
-        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        encoded = self.tokenizer(texts, padding=True, truncation=False, return_tensors="pt")  # one pass, usually
+        lengths = encoded["attention_mask"].sum(1).tolist()
+        if max(lengths) > limit:
+            if not self.spec.truncate:
+                raise TooLarge(f"input {lengths.index(max(lengths))} has {max(lengths)} tokens; this model takes at "
+                               f"most {limit}", field="inputs", limit=limit)
+            encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
         return Prepared(texts, encoded, int(encoded["attention_mask"].sum()), request)
 
     def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.api import openapi
-from service.api.energy_headers import energy_headers, energy_usage
+from service.api.energy_headers import FastJSONResponse, energy_headers, energy_usage
 from service.api.openai import router as openai_router
 from service.energy import (
     Accounting,
@@ -219,7 +219,7 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
         data = dict(outcome.body)
         if include_energy:
             data["usage"] = {"energy": energy_usage(outcome.record)}
-        return JSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))
+        return FastJSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))
 
     app.include_router(openai_router)
     openapi.install(app, {name: m.spec.task for name, m in runtime.models.items()}, lambda: schema_patches(runtime))

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ConfigDict, Field, StrictBool
 
-from service.api.energy_headers import energy_headers, energy_usage
+from service.api.energy_headers import FastJSONResponse, energy_headers, energy_usage
 from service.problems import Invalid, TaskMismatch
 from service.tasks import EmbeddingRequest, JsonFloat, JsonInt, JsonModel, Texts
 
@@ -57,7 +57,7 @@ async def embeddings(body: EmbeddingsBody, request: Request, include_energy: boo
     data = {"object": "list", "model": body.model, "usage": usage,
             "data": [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
                      for i, v in enumerate(vectors)]}
-    return JSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))
+    return FastJSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))
 
 
 class CompletionsBody(JsonModel):
@@ -140,7 +140,7 @@ async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, i
             choices.append({"index": i, "finish_reason": finish, **body})
         data = {"id": ident, "object": kind, "created": created, "model": served.spec.name, "choices": choices,
                 "usage": usage(outcome)}
-        return JSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))
+        return FastJSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))
 
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
