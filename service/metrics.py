@@ -11,7 +11,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from service.energy import Accounting, EnergyRecord, Metering
+from service.energy import Accounting, Component, EnergyRecord, Metering
 
 ENERGY_BUCKETS_J = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000, 3000)
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -33,16 +33,24 @@ class Metrics:
                                  ["model", "task", "scope"], registry=registry)
         self.tokens = Counter("wattserve_tokens", "Tokens processed", ["model", "direction"], registry=registry)
         registry.register(_LiveCollector(metering, queue_depth))
+        self._children: dict[tuple[str, str], tuple] = {}
 
     def observe_final(self, record: EnergyRecord) -> None:
         """Called once per request when its final figure is known (from the sampler thread)."""
-        labels = (record.model, record.task)
-        self.request_energy.labels(*labels).observe(record.energy_j)
-        for component, energy in record.components.items():
-            self.energy.labels(*labels, str(component)).inc(energy.figure_j(record.accounting))
+        children = self._children.get((record.model, record.task))
+        if children is None:  # labels() costs microseconds each: resolve a model's series once
+            labels = (record.model, record.task)
+            children = self._children[labels] = (
+                self.request_energy.labels(*labels),
+                {str(c): self.energy.labels(*labels, str(c)) for c in Component},
+                self.emissions.labels(*labels, "operational"), self.emissions.labels(*labels, "embodied"))
+        histogram, energy, operational, embodied = children
+        histogram.observe(record.energy_j)
+        for component, figure in record.components.items():
+            energy[component].inc(figure.figure_j(record.accounting))
         if record.carbon is not None:
-            self.emissions.labels(*labels, "operational").inc(record.carbon.operational_g)
-            self.emissions.labels(*labels, "embodied").inc(record.carbon.embodied_g)
+            operational.inc(record.carbon.operational_g)
+            embodied.inc(record.carbon.embodied_g)
 
     def observe_response(self, model: str, task: str, status: int, duration_s: float | None,
                          tokens_in: int = 0, tokens_out: int = 0) -> None:
