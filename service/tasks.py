@@ -160,8 +160,16 @@ class Runner:
         self.model = self._load_model(common)
         self.model.to(device).eval()
 
+    auto_class = "AutoModel"  # the transformers Auto class that loads this task's model
+
     def _load_model(self, common: dict):
-        raise NotImplementedError
+        import transformers
+
+        return getattr(transformers, self.auto_class).from_pretrained(self.path, dtype=torch_dtype(self.spec),
+                                                                      **common)
+
+    def _inputs(self, prepared: Prepared) -> dict:
+        return {k: v.to(self.device) for k, v in prepared.encoded.items()}
 
     def prepare(self, request: BaseModel) -> Prepared:
         texts = request.inputs
@@ -185,15 +193,12 @@ class Runner:
 class EmbeddingRunner(Runner):
     """Sentence embeddings: mean pooling over tokens, optionally L2-normalised (as sentence-transformers)."""
 
-    def _load_model(self, common: dict):
-        from transformers import AutoModel
-
-        return AutoModel.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+    auto_class = "AutoModel"
 
     def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
         import torch
 
-        enc = {k: v.to(self.device) for k, v in prepared.encoded.items()}
+        enc = self._inputs(prepared)
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -204,15 +209,12 @@ class EmbeddingRunner(Runner):
 
 
 class ClassificationRunner(Runner):
-    def _load_model(self, common: dict):
-        from transformers import AutoModelForSequenceClassification
-
-        return AutoModelForSequenceClassification.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+    auto_class = "AutoModelForSequenceClassification"
 
     def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
         import torch
 
-        enc = {k: v.to(self.device) for k, v in prepared.encoded.items()}
+        enc = self._inputs(prepared)
         with torch.inference_mode():
             probs = self.model(**enc).logits.float().softmax(-1).cpu()
         k = min(prepared.options.top_k, probs.shape[1])
@@ -224,10 +226,7 @@ class ClassificationRunner(Runner):
 
 
 class FillMaskRunner(Runner):
-    def _load_model(self, common: dict):
-        from transformers import AutoModelForMaskedLM
-
-        return AutoModelForMaskedLM.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+    auto_class = "AutoModelForMaskedLM"
 
     def prepare(self, request: BaseModel) -> Prepared:
         mask = self.tokenizer.mask_token
@@ -239,7 +238,7 @@ class FillMaskRunner(Runner):
     def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
         import torch
 
-        enc = {k: v.to(self.device) for k, v in prepared.encoded.items()}
+        enc = self._inputs(prepared)
         with torch.inference_mode():
             probs = self.model(**enc).logits.float().softmax(-1).cpu()
         results = []
@@ -254,10 +253,7 @@ class FillMaskRunner(Runner):
 class TokenClassificationRunner(Runner):
     """Per-word entities, aggregated like the transformers pipeline's "simple" strategy."""
 
-    def _load_model(self, common: dict):
-        from transformers import AutoModelForTokenClassification
-
-        return AutoModelForTokenClassification.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+    auto_class = "AutoModelForTokenClassification"
 
     def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
         from transformers import pipeline
@@ -275,13 +271,13 @@ class TokenClassificationRunner(Runner):
 class GenerationRunner(Runner):
     """Causal generation; ``max_new_tokens`` defaults to and is capped by the registry's ``generation``."""
 
-    def _load_model(self, common: dict):
-        from transformers import AutoModelForCausalLM
+    auto_class = "AutoModelForCausalLM"
 
+    def _load_model(self, common: dict):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = "left"
-        return AutoModelForCausalLM.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+        self.tokenizer.padding_side = "left"  # decoder-only: generation continues right after the prompt
+        return super()._load_model(common)
 
     def prepare(self, request: BaseModel) -> Prepared:
         limit = int(self.spec.generation.get("max_new_tokens_limit", 256))
@@ -295,7 +291,7 @@ class GenerationRunner(Runner):
         import torch
 
         req = prepared.options
-        enc = {k: v.to(self.device) for k, v in prepared.encoded.items()}
+        enc = self._inputs(prepared)
         kwargs = {"max_new_tokens": req.max_new_tokens or int(self.spec.generation.get("max_new_tokens", 20)),
                   "do_sample": req.do_sample, "pad_token_id": self.tokenizer.pad_token_id}
         if req.min_new_tokens is not None:
@@ -319,16 +315,14 @@ class GenerationRunner(Runner):
 class SummarizationRunner(GenerationRunner):
     """Sequence-to-sequence generation (transformers 5 has no summarization pipeline)."""
 
-    def _load_model(self, common: dict):
-        from transformers import AutoModelForSeq2SeqLM
-
-        return AutoModelForSeq2SeqLM.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+    auto_class = "AutoModelForSeq2SeqLM"
+    _load_model = Runner._load_model  # encoder-decoder: no left padding
 
     def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
         import torch
 
         req = prepared.options
-        enc = {k: v.to(self.device) for k, v in prepared.encoded.items()}
+        enc = self._inputs(prepared)
         kwargs = {"max_new_tokens": req.max_new_tokens or int(self.spec.generation.get("max_new_tokens", 20)),
                   "do_sample": req.do_sample}
         min_new = req.min_new_tokens if req.min_new_tokens is not None else self.spec.generation.get("min_new_tokens")
@@ -348,10 +342,7 @@ class SummarizationRunner(GenerationRunner):
 class QuestionAnsweringRunner(Runner):
     """Extractive QA: the best context span by start x end probability (no pipeline in transformers 5)."""
 
-    def _load_model(self, common: dict):
-        from transformers import AutoModelForQuestionAnswering
-
-        return AutoModelForQuestionAnswering.from_pretrained(self.path, dtype=torch_dtype(self.spec), **common)
+    auto_class = "AutoModelForQuestionAnswering"
 
     def prepare(self, request: BaseModel) -> Prepared:
         pairs = request.inputs

@@ -60,16 +60,21 @@ async def embeddings(body: EmbeddingsBody, request: Request, include_energy: boo
     return FastJSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))
 
 
-class CompletionsBody(JsonModel):
+class _GenerationBody(JsonModel):
+    """What /v1/completions and /v1/chat/completions share."""
+
     model_config = ConfigDict(extra="allow")
     model: str
-    prompt: Texts
     max_tokens: JsonInt | None = Field(None, ge=1)
     temperature: JsonFloat = Field(1.0, ge=0, le=2, description="0: greedy")
     top_p: JsonFloat = Field(1.0, ge=0.001, le=1)
     n: JsonInt = Field(1, ge=1, le=1, description="only 1 is supported")
     stream: StrictBool = False
     seed: JsonInt | None = Field(None, ge=0, le=2**32 - 1)
+
+
+class CompletionsBody(_GenerationBody):
+    prompt: Texts
 
 
 class ChatMessage(JsonModel):
@@ -77,17 +82,9 @@ class ChatMessage(JsonModel):
     content: str
 
 
-class ChatBody(JsonModel):
-    model_config = ConfigDict(extra="allow")
-    model: str
+class ChatBody(_GenerationBody):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: JsonInt | None = Field(None, ge=1)
     max_completion_tokens: JsonInt | None = Field(None, ge=1)
-    temperature: JsonFloat = Field(1.0, ge=0, le=2, description="0: greedy")
-    top_p: JsonFloat = Field(1.0, ge=0.001, le=1)
-    n: JsonInt = Field(1, ge=1, le=1, description="only 1 is supported")
-    stream: StrictBool = False
-    seed: JsonInt | None = Field(None, ge=0, le=2**32 - 1)
 
 
 def _generation(prompts: list[str], max_tokens: int | None, temperature: float, top_p: float, seed: int | None):
