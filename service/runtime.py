@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -55,7 +55,6 @@ class Outcome:
     inference_s: float
     tokens_in: int
     tokens_out: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _Skipped(Exception):
@@ -135,6 +134,8 @@ class Runtime:
                            prepared.tokens_in, tokens_out)
 
         future = asyncio.get_running_loop().run_in_executor(self.executor(served.device), job)
+        # a job whose client left or timed out still finishes; nobody awaits it, so retrieve its outcome here
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.settings.request_timeout_s)
         except TimeoutError:
