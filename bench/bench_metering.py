@@ -10,6 +10,7 @@ intervals. Overhead is wall time of ~5 ms CPU work items with and without meteri
 from __future__ import annotations
 
 import argparse
+import gc
 import heapq
 import json
 import random
@@ -139,6 +140,11 @@ def overhead(items: int, rounds: int) -> dict:
         return elapsed
 
     block(False), block(True)  # warm up
+    # as a server does after start-up (wattserve does it once models are loaded): freeze the long-lived objects
+    # (torch, models, meters) so the collector stops re-scanning them; otherwise every allocation on the hot path
+    # brings the next full collection of ~170,000 objects nearer (measured: begin+end 48 us -> 4 us)
+    gc.collect()
+    gc.freeze()
     ratios, null_ratios, plain = [], [], []
     for r in range(rounds):  # adjacent pairs, order alternating: slow drifts of a shared machine cancel
         first, second = (False, True) if r % 2 == 0 else (True, False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hmac
 import json
 import logging
@@ -131,6 +132,10 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
         if runtime.metering is not None:
             runtime.metering.start()
         await asyncio.to_thread(runtime.load_all)
+        # everything loaded so far (torch, transformers, models) lives as long as the process: freeze it, so the
+        # cyclic collector stops re-scanning ~10^5 objects as requests allocate (measured: 48 us -> 4 us/request)
+        gc.collect()
+        gc.freeze()
         failed = {n: m.error for n, m in runtime.models.items() if m.error}
         if failed and settings.strict:
             raise RuntimeError(f"--strict: models failed to load: {failed}")
