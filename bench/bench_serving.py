@@ -1,8 +1,9 @@
 """make bench-serving: what HTTP serving and metering cost. Last line: one JSON object.
 
-One client, sequential, single sentences, the embedded all-MiniLM-L6-v2, three ways alternated in one run:
-in-process (the same runner called directly), HTTP to a uvicorn server with metering on, and HTTP to one with
-metering off (two server processes on 127.0.0.1; only one is busy at a time).
+One client, sequential, single sentences, the embedded all-MiniLM-L6-v2, alternated in blocks:
+1. in-process (the same runner called directly) vs HTTP to `wattserve serve` (metering on) on 127.0.0.1;
+2. HTTP to an app with metering on vs one with metering off, both in one server process (process-to-process
+   noise, +-10 % here, would otherwise swamp a 1 % effect), in fresh processes ``--pairs`` times.
 """
 
 from __future__ import annotations
@@ -32,28 +33,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(metering: bool, registry: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--registry", str(registry)]
-    cmd += [] if metering else ["--no-metering"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+def launch(cmd: list[str]) -> subprocess.Popen:
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = log.name  # type: ignore[attr-defined]
+    return proc
+
+
+def wait_ready(proc: subprocess.Popen, urls: list[str]) -> None:
     deadline = time.time() + 180
-    while time.time() < deadline:
+    while time.time() < deadline and proc.poll() is None:
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url
+            if all(httpx.get(u + "/readyz", timeout=2).status_code == 200 for u in urls):
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("server did not become ready")
+    output = Path(proc.log_path).read_text()[-3000:]
+    raise RuntimeError(f"server did not become ready (exit {proc.poll()}):\n{output}")
+
+
+def start_server(registry: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--registry", str(registry)]
+    proc = launch(cmd)
+    wait_ready(proc, [f"http://127.0.0.1:{port}"])
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_pair(registry: Path) -> tuple[subprocess.Popen, dict[str, int]]:
+    """One process, two apps (metering on and off): process-to-process noise (+-10 % here) cancels out."""
+    ports = {"metered": free_port(), "unmetered": free_port()}
+    cmd = [sys.executable, str(ROOT / "bench" / "serve_pair.py"), str(registry),
+           str(ports["metered"]), str(ports["unmetered"])]
+    proc = launch(cmd)
+    wait_ready(proc, [f"http://127.0.0.1:{p}" for p in ports.values()])
+    return proc, ports
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--pairs", type=int, default=3, help="fresh metered/unmetered server pairs (process noise)")
-    ap.add_argument("--rounds", type=int, default=8, help="alternations per pair")
+    ap.add_argument("--pairs", type=int, default=2, help="fresh server processes, each with both apps")
+    ap.add_argument("--rounds", type=int, default=10, help="alternations per phase")
     ap.add_argument("--requests", type=int, default=25, help="requests per block")
     args = ap.parse_args()
     from service.registry import load_registry
@@ -79,46 +101,55 @@ def main() -> None:
                 raise RuntimeError(f"HTTP {response.status}")
         return call
 
-    latencies: dict[str, list[float]] = {"inprocess": [], "metered": [], "unmetered": []}
-    throughput_ratios, p50_ratios = [], []
-    for pair in range(args.pairs):
-        order = [True, False] if pair % 2 == 0 else [False, True]  # which server starts first alternates too
-        servers = {("metered" if m else "unmetered"): start_server(m, registry) for m in order}
+    def alternate(ways: dict, rounds: int, latencies: dict[str, list[float]]) -> list[dict[str, float]]:
+        for way in ways.values():  # warm-up
+            for text in SENTENCES[:10]:
+                way(text)
+        names, blocks = list(ways), []
+        for r in range(rounds):
+            block = {}
+            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate: no way always goes first
+                t_block = time.perf_counter()
+                for i in range(args.requests):
+                    t0 = time.perf_counter()
+                    ways[name](SENTENCES[(r * args.requests + i) % len(SENTENCES)])
+                    latencies[name].append(time.perf_counter() - t0)
+                block[name] = time.perf_counter() - t_block
+            blocks.append(block)
+        return blocks
+
+    latencies: dict[str, list[float]] = {"inprocess": [], "served": [], "metered": [], "unmetered": []}
+    # 1. throughput: the metered server as users run it (`wattserve serve`, one app) vs the same runner in-process
+    proc, url = start_server(registry)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
+        blocks = alternate({"inprocess": inprocess, "served": over_http(conn)}, args.rounds, latencies)
+        throughput_ratios = [b["inprocess"] / b["served"] for b in blocks]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    # 2. metering on vs off: both apps in one process, fresh processes several times
+    p50_ratios = []
+    for _ in range(args.pairs):
+        proc, ports = start_pair(registry)
         try:
             # the standard library's client: httpx adds ~2 ms per request here (the client's cost, not the server's)
-            conns = {k: http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
-                     for k, (_, url) in servers.items()}
-            ways = {"inprocess": inprocess, "metered": over_http(conns["metered"]),
-                    "unmetered": over_http(conns["unmetered"])}
-            for way in ways.values():  # warm-up
-                for text in SENTENCES[:10]:
-                    way(text)
-            pair_lat: dict[str, list[float]] = {k: [] for k in ways}
-            names = list(ways)
-            for r in range(args.rounds):
-                blocks = {}
-                for name in names[r % 3:] + names[:r % 3]:  # rotate: no way always goes first
-                    t_block = time.perf_counter()
-                    for i in range(args.requests):
-                        t0 = time.perf_counter()
-                        ways[name](SENTENCES[(r * args.requests + i) % len(SENTENCES)])
-                        pair_lat[name].append(time.perf_counter() - t0)
-                    blocks[name] = time.perf_counter() - t_block
-                throughput_ratios.append(blocks["inprocess"] / blocks["metered"])
+            conns = {k: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for k, port in ports.items()}
+            pair_lat: dict[str, list[float]] = {"metered": [], "unmetered": []}
+            alternate({k: over_http(c) for k, c in conns.items()}, args.rounds, pair_lat)
             p50_ratios.append(statistics.median(pair_lat["metered"]) / statistics.median(pair_lat["unmetered"]))
             for k, v in pair_lat.items():
                 latencies[k] += v
         finally:
-            for proc, _ in servers.values():
-                proc.terminate()
-                proc.wait(30)
+            proc.terminate()
+            proc.wait(30)
     p50 = {k: statistics.median(v) * 1e3 for k, v in latencies.items()}
     print(json.dumps({
         "served_vs_inprocess_throughput_ratio": round(statistics.median(throughput_ratios), 4),
         "metered_vs_unmetered_p50_ratio": round(statistics.median(p50_ratios), 4),
-        "metered_vs_unmetered_p50_ratio_per_pair": [round(x, 4) for x in p50_ratios],
+        "metered_vs_unmetered_p50_ratio_per_process": [round(x, 4) for x in p50_ratios],
         "p50_ms": {k: round(v, 3) for k, v in p50.items()},
-        "requests_per_way": args.pairs * args.rounds * args.requests,
+        "requests_per_way": args.rounds * args.requests,
         "cpu_threads": os.cpu_count(),
     }))
 
