@@ -51,6 +51,61 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _campaign_run(args: argparse.Namespace) -> int:
+    if not args.dry_run:
+        import locust  # noqa: F401 - gevent monkey-patches the process: before httpx/ssl are imported
+
+    from pathlib import Path
+
+    from loadtest.campaign import CampaignError, run_campaign
+    from loadtest.spec import SpecError, load_campaign
+
+    try:
+        campaign = load_campaign(args.campaign, samples=args.samples, repetitions=args.repetitions,
+                                 warmup=args.warmup, server={"url": args.server} if args.server else None)
+        out = Path(args.out or f"results/{campaign.name}")
+        results = run_campaign(campaign, out, dry_run=args.dry_run, progress=not args.no_progress)
+    except (SpecError, CampaignError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        return 0
+    failed = [r for r in results if r.get("status") != "complete"]
+    print(f"{len(results) - len(failed)} run(s) complete, {len(failed)} failed; results in {out}")
+    for r in failed:
+        print(f"  failed: {r['run_id']}: {r.get('reason')}")
+    if args.report and results:
+        return _report(out, out / "report")
+    return 1 if failed else 0
+
+
+def _report(results: object, out: object) -> int:
+    from pathlib import Path
+
+    from loadtest.report import build_report, format_summary
+
+    try:
+        result = build_report(Path(str(results)), Path(str(out)))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(result))
+    print(f"report: {Path(str(out)) / 'report.md'}")
+    return 0
+
+
+def _campaign_report(args: argparse.Namespace) -> int:
+    return _report(args.results, args.out)
+
+
+def _campaign_presets(args: argparse.Namespace) -> int:
+    from loadtest.spec import load_campaign, presets
+
+    for name, path in presets().items():
+        print(f"{name:14s} {load_campaign(path).description}  ({path})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wattserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"wattserve {__version__}")
@@ -77,6 +132,25 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--no-metering", dest="metering", action="store_false", default=None,
                        help="turn energy metering off (for overhead comparisons)")
     serve.set_defaults(func=_serve)
+    campaign = sub.add_parser("campaign", help="replay datasets against a server and report kWh/gCO2e per 1,000")
+    csub = campaign.add_subparsers(dest="campaign_command", required=True)
+    crun = csub.add_parser("run", help="run a campaign file or preset (re-running resumes)")
+    crun.add_argument("campaign", help="campaign YAML, or a preset name (wattserve campaign presets)")
+    crun.add_argument("--out", help="results folder (default: results/<campaign name>)")
+    crun.add_argument("--dry-run", action="store_true", help="print the plan and check everything; send nothing")
+    crun.add_argument("--samples", type=int, help="override samples per run")
+    crun.add_argument("--repetitions", type=int, help="override repetitions")
+    crun.add_argument("--warmup", type=int, help="override warm-up requests per run")
+    crun.add_argument("--server", help="use this running server (URL) instead of the campaign's")
+    crun.add_argument("--report", action="store_true", help="write the report to <out>/report afterwards")
+    crun.add_argument("--no-progress", action="store_true", help="no progress bars")
+    crun.set_defaults(func=_campaign_run)
+    creport = csub.add_parser("report", help="markdown + CSV + PNG report of a results folder")
+    creport.add_argument("results", help="results folder of a campaign")
+    creport.add_argument("--out", required=True, help="report folder")
+    creport.set_defaults(func=_campaign_report)
+    cpresets = csub.add_parser("presets", help="list the bundled campaign presets")
+    cpresets.set_defaults(func=_campaign_presets)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

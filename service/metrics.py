@@ -6,6 +6,7 @@ component/scope/direction/status from fixed sets, device from the meters found a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -83,19 +84,24 @@ class _LiveCollector:
                                    "accounting also the idle share of requests)", labels=["device"])
         power = GaugeMetricFamily("wattserve_device_power_watts", "Power over the last metered interval",
                                   labels=["device"])
+        covered = GaugeMetricFamily("wattserve_device_energy_timestamp_seconds",
+                                    "Unix time up to which wattserve_device_energy_joules_total has counted",
+                                    labels=["device"])
+        wall_offset_s = time.time() - self.metering.clock()
         loaded = self.metering.accounting is Accounting.LOADED
         for dev_id, totals in self.metering.totals().items():
             info = self.metering.devices[dev_id]
             device.add_metric([dev_id, str(info.component), str(info.method)], totals.measured_j)
             idle.add_metric([dev_id], totals.unattributed_idle_j + (0.0 if loaded else totals.attributed_idle_j))
             power.add_metric([dev_id], totals.last_power_w)
+            if totals.covered_until_s is not None:
+                covered.add_metric([dev_id], totals.covered_until_s + wall_offset_s)
         yield device
         yield idle
         yield power
+        yield covered
         intensity = GaugeMetricFamily("wattserve_grid_carbon_intensity_grams_per_kilowatt_hour",
                                       "Grid carbon intensity now", labels=["source"])
-        import time
-
         carbon = self.metering.carbon
         intensity.add_metric([carbon.intensity.description], carbon.intensity.intensity_g_per_kwh(time.time()))
         yield intensity

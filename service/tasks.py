@@ -159,6 +159,7 @@ class Runner:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, **common)
         self.model = self._load_model(common)
         self.model.to(device).eval()
+        self.parameters = sum(p.numel() for p in self.model.parameters())  # model size, for reports
 
     auto_class = "AutoModel"  # the transformers Auto class that loads this task's model
 

@@ -30,6 +30,7 @@ from service.energy import (
     TimeSeriesIntensity,
     codecarbon_intensity,
 )
+from service.energy.machine import machine_info
 from service.metrics import Metrics
 from service.problems import Invalid, NotFound, Problem, TooLarge, Unauthorized
 from service.registry import load_registry
@@ -203,6 +204,26 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
     async def get_model(name: str) -> dict[str, Any]:
         return describe(find_model(runtime, name))
 
+    machine = machine_info()
+
+    @app.get("/v1/system", tags=["energy"])
+    async def system() -> dict[str, Any]:
+        """The serving machine, its meters and carbon settings: what a campaign records as run metadata."""
+        import time
+
+        metering = runtime.metering
+        out: dict[str, Any] = {"version": __version__, "machine": machine.as_dict(), "metering": metering is not None}
+        if metering is not None:
+            carbon = metering.carbon
+            out.update(
+                accounting=str(metering.accounting),
+                meters={d.id: {"component": str(d.component), "method": str(d.method), "name": d.name,
+                               "tick_s": d.tick_s} for d in metering.devices.values()},
+                carbon={"intensity_g_per_kwh": carbon.intensity.intensity_g_per_kwh(time.time()),
+                        "source": carbon.intensity.description, "pue": carbon.pue,
+                        "embodied": carbon.embodied is not None})
+        return out
+
     @app.get("/v1/requests/{request_id}/energy", tags=["energy"])
     async def request_energy(request_id: str) -> dict[str, Any]:
         record = runtime.metering.record(request_id) if runtime.metering is not None else None
@@ -244,9 +265,13 @@ def schema_patches(runtime: Runtime) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def describe(m: ServedModel) -> dict[str, Any]:
+    runner = m.runner
     return {"id": m.spec.name, "object": "model", "owned_by": "wattserve", "task": m.spec.task, "state": m.state,
             "error": m.error, "demo": m.spec.demo, "device": m.device, "source": m.spec.source,
-            "max_input_tokens": m.spec.max_input_tokens}
+            "max_input_tokens": m.spec.max_input_tokens, "truncate": m.spec.truncate,
+            "parameters": runner.parameters if runner is not None else None,
+            "mask_token": runner.tokenizer.mask_token if runner is not None else None,
+            "generation": m.spec.generation}
 
 
 def find_model(runtime: Runtime, name: str) -> ServedModel:

@@ -145,6 +145,10 @@ class Metering:
         ticket = self.attributor.get_open(request_id)
         return self.result(ticket) if isinstance(ticket, Ticket) and not ticket.expired else None
 
+    def clock(self) -> float:
+        """Now on the metering clock (the one edges and ``covered_until_s`` are on)."""
+        return self._clock()
+
     def totals(self) -> dict[str, DeviceTotals]:
         return self.attributor.totals
 
