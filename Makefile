@@ -36,3 +36,7 @@ run: install
 
 bench-serving: install
 	$(PY) bench/bench_serving.py
+
+.PHONY: dashboards
+dashboards: install  # Grafana JSON from grafana/dashboards_src/ (never edit grafana/dashboards/ by hand)
+	$(PY) grafana/dashboards_src/generate.py
