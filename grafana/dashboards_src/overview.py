@@ -47,9 +47,9 @@ def query(expr: str, legend: str = "", *, ref: str = "A", instant: bool = False,
 
 
 def _series(title: str, unit: str, description: str, targets: list[prometheus.Dataquery], *,
-            stacked: bool = False, width: int = 12) -> timeseries.Panel:
+            stacked: bool = False) -> timeseries.Panel:
     panel = (timeseries.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE)
-             .targets(targets).span(width).height(8).fill_opacity(10 if not stacked else 40)
+             .targets(targets).span(12).height(8).fill_opacity(10 if not stacked else 40)
              .legend(common_builders.VizLegendOptions().display_mode(common.LegendDisplayMode.TABLE)
                      .placement(common.LegendPlacement.BOTTOM).show_legend(True).calcs(["mean", "max"]))
              .tooltip(common_builders.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI)
