@@ -176,7 +176,7 @@ def run_campaign(campaign: Campaign, out_dir: Path, *, dry_run: bool = False, pr
         echo(f"resuming: {len(results)} complete run(s) kept, {len(todo)} to do")
     if not todo and not campaign.load:
         return results
-    from loadtest import replay  # imports locust (gevent): only now that something will be sent
+    from loadtest import load, replay  # imports locust (gevent): only now that something will be sent
 
     embedded = None
     if campaign.server.embedded:
@@ -217,7 +217,7 @@ def run_campaign(campaign: Campaign, out_dir: Path, *, dry_run: bool = False, pr
                                         f"{result['reason']}")
         overall.close()
         for entry in campaign.load:
-            results.append(replay.load_run(campaign, prepared, entry, server_models, system, url, out_dir, client,
+            results.append(load.load_run(campaign, prepared, entry, server_models, system, url, out_dir, client,
                                            embedded is not None))
     finally:
         client.close()
