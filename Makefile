@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH_VERSION := 2.13.0
 
-.PHONY: install test lint run bench-metering bench-serving gpu-check clean
+.PHONY: install test lint run bench-metering bench-serving gpu-check clean campaign-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,15 @@ bench-serving: install
 .PHONY: dashboards
 dashboards: install  # Grafana JSON from grafana/dashboards_src/ (never edit grafana/dashboards/ by hand)
 	$(PY) grafana/dashboards_src/generate.py
+
+# every text task against the embedded default (1,000 samples each, 1 repetition), then the report
+DEMO_OUT ?= results/demo
+campaign-demo: install
+	$(VENV)/bin/wattserve campaign run demo --out $(DEMO_OUT) --report
+	@echo "results and report: $(DEMO_OUT) ($(DEMO_OUT)/report/report.md)"
+
+# build the Dockerfile with podman (offline: a bootstrapped Debian base and a wheelhouse, both cached), run it,
+# check one request's energy headers and /metrics; installs podman and friends with apt-get when missing
+.PHONY: test-container
+test-container:
+	PYTHON=$(PYTHON) bash scripts/container_test.sh

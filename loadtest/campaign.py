@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from loadtest import datasets as ds
-from loadtest.mapping import MappingError, RequestBuilder, resolve_columns
+from loadtest.mapping import MappingError, RequestBuilder, resolve_columns, text_of
 from loadtest.server import EmbeddedServer, ServerClient, ServerError
 from loadtest.spec import Campaign, run_id
 
@@ -96,6 +96,21 @@ def prepare(campaign: Campaign, server_models: dict[str, dict[str, Any]] | None)
                                                               prepared.loaded[name].columns)
         except MappingError as exc:
             problems.append(f"{model} on {exc}")
+    for name in list(prepared.loaded):  # again, without rows whose mapped text is empty
+        used = {c for (m, n), cols in prepared.columns.items() if n == name for c in cols.values()}
+        if not campaign.datasets[name].skip_empty or not used:
+            continue
+        def keep(row: dict[str, Any], used=used) -> bool:
+            return all(text_of(row.get(c)).strip() for c in used)
+        if not all(map(keep, prepared.loaded[name].rows)):
+            spec = campaign.datasets[name]
+            try:
+                prepared.loaded[name] = ds.load(spec.source, campaign.samples, seed=campaign.seed,
+                                                config=spec.config, split=spec.split,
+                                                allow_fewer=campaign.allow_fewer, base_dir=campaign.base_dir,
+                                                keep=keep)
+            except ds.DatasetError as exc:
+                problems.append(f"dataset {name} (empty rows skipped): {exc}")
     if problems:
         raise CampaignError("the campaign cannot run:\n  - " + "\n  - ".join(problems))
     return prepared

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,8 +107,10 @@ def selection(available: int, n: int, seed: int) -> list[int]:
 
 
 def load(source: str, n: int, *, seed: int = 0, config: str | None = None, split: str = "test",
-         allow_fewer: bool = False, base_dir: Path | None = None) -> Loaded:
-    """The ``n`` rows a run replays. Fewer rows than ``n``: an error, or all of them with a warning if allowed."""
+         allow_fewer: bool = False, base_dir: Path | None = None,
+         keep: Callable[[dict[str, Any]], bool] | None = None) -> Loaded:
+    """The ``n`` rows a run replays. Fewer rows than ``n``: an error, or all of them with a warning if allowed.
+    ``keep``: only rows it accepts are candidates (e.g. no empty texts), filtered before the selection."""
     if n < 1:
         raise DatasetError(f"samples must be at least 1, got {n}")
     synthetic, description = False, source
@@ -118,9 +120,14 @@ def load(source: str, n: int, *, seed: int = 0, config: str | None = None, split
         name = source.split(":", 1)[1]
         if name not in bundled.names():
             raise DatasetError(f"no bundled dataset {name!r}; bundled: {', '.join(bundled.names())}")
-        info = bundled.describe(name)
-        rows: Sequence[dict[str, Any]] = bundled.load(name, n=max(n, 1000), seed=0)
-        synthetic, description = True, f"{source} (SYNTHETIC, length-matched to {info.get('imitates', name)})"
+        imitates = bundled.describe(name).get("imitates") or {}
+        twin = "/".join(str(imitates[k]) for k in ("hub_id", "config", "split") if imitates.get(k)) or name
+        size = max(n, 1000)
+        rows: Sequence[dict[str, Any]] = bundled.load(name, n=size, seed=0)
+        while keep is not None and sum(map(keep, rows)) < n and size < 64 * n:  # e.g. wikitext's empty lines
+            size *= 2
+            rows = bundled.load(name, n=size, seed=0)
+        synthetic, description = True, f"{source} (SYNTHETIC, length-matched to {twin})"
         hf = None
     elif source.startswith("hub:") or (Path(source).is_dir() if not base_dir else (base_dir / source).is_dir()):
         path = source if source.startswith("hub:") or base_dir is None else str(base_dir / source)
@@ -132,7 +139,12 @@ def load(source: str, n: int, *, seed: int = 0, config: str | None = None, split
             raise DatasetError(f"dataset file {path} does not exist (sources: bundled:NAME, hub:ID, a "
                                f"{'/'.join(FILE_SUFFIXES)} file or a save_to_disk folder)")
         rows, hf = _read_file(path), None
-    available = len(rows)
+    positions = None
+    if keep is not None:
+        positions = [i for i in range(len(rows)) if keep(rows[i])]
+        if not positions and len(rows):
+            raise DatasetError(f"dataset {source}: every row is empty in the mapped column(s)")
+    available = len(rows) if positions is None else len(positions)
     if available == 0:
         raise DatasetError(f"dataset {source} is empty")
     if available < n:
@@ -142,6 +154,8 @@ def load(source: str, n: int, *, seed: int = 0, config: str | None = None, split
         log.warning("dataset %s has %d rows, fewer than %d: replaying all of them", source, available, n)
         n = available
     indices = selection(available, n, seed)
+    if positions is not None:
+        indices = [positions[i] for i in indices]
     if hf is not None:
         picked = hf.select(indices)
         selected = [dict(picked[i]) for i in range(len(picked))]

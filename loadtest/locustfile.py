@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -63,10 +64,32 @@ def _plan(environment, **_) -> None:
     environment.wattserve_load = plan
 
 
+@events.test_stop.add_listener
+def _stopped(environment, **_) -> None:
+    """A master kept alive after its run (--autostart in Kubernetes) writes its results now; workers send their
+    last records with their final report, so wait a report interval first."""
+    plan = getattr(environment, "wattserve_load", None)
+    if plan is None or isinstance(environment.runner, WorkerRunner) or not hasattr(plan, "meta"):
+        return
+    delay_s = 4.0 if isinstance(environment.runner, MasterRunner) else 0.0
+    plan.finishing = gevent.spawn_later(delay_s, _finish_once, plan)
+
+
 @events.quitting.add_listener
 def _finish(environment, **_) -> None:
     plan = getattr(environment, "wattserve_load", None)
     if plan is None or isinstance(environment.runner, WorkerRunner) or not hasattr(plan, "meta"):
         return
+    finishing = getattr(plan, "finishing", None)
+    if finishing is not None:
+        finishing.join()
+    else:
+        _finish_once(plan)
+
+
+def _finish_once(plan: LoadPlan) -> None:
+    if getattr(plan, "finished", False):
+        return
+    plan.finished = True
     meta = finish_load(plan, plan.meta, plan.results.parent, plan.client)
     log.info("wattserve: %s, %s requests; results in %s", meta["status"], meta["requests"], plan.results.parent)

@@ -52,7 +52,7 @@ class RequestBuilder:
     mask_token: str | None = None
 
     def body(self, row: Mapping[str, Any], index: int) -> dict[str, Any]:
-        values = {role: _text(row[column]) for role, column in self.columns.items()}
+        values = {role: text_of(row[column]) for role, column in self.columns.items()}
         if self.task == "question-answering":
             inputs: Any = {"question": values["question"], "context": values["context"]}
         else:
@@ -65,7 +65,7 @@ class RequestBuilder:
         return {"inputs": inputs, **(self.options or {})}
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
     if isinstance(value, list | tuple):
         return " ".join(str(v) for v in value)
     return "" if value is None else str(value)

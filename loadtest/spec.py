@@ -31,6 +31,8 @@ class DatasetSpec(_Strict):
     split: str = "test"
     columns: dict[str, str] = Field(default_factory=dict, description="role -> column: text, question, context")
     template: str | None = Field(None, description="applied to the text, e.g. 'Summarize: {text}. Summary:'")
+    skip_empty: bool = Field(True, description="rows whose mapped text is empty are not candidates (wikitext has "
+                                               "blank lines; a model cannot answer an empty input)")
 
     @field_validator("template")
     @classmethod

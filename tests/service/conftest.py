@@ -22,10 +22,13 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, settings: Settings) -> None:
+    """``wrap``: an ASGI middleware factory put around the app (e.g. to record what the server received)."""
+
+    def __init__(self, settings: Settings, wrap=None) -> None:
         self.app = create_app(settings)
         self.url = f"http://{settings.host}:{settings.port}"
-        config = uvicorn.Config(self.app, host=settings.host, port=settings.port, log_level="warning")
+        app = wrap(self.app) if wrap is not None else self.app
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
