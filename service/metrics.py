@@ -20,7 +20,8 @@ DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 3
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry, metering: Metering | None,
-                 queue_depth: Callable[[], dict[str, int]]) -> None:
+                 queue_depth: Callable[[], dict[str, int]], models: dict[str, str] | None = None,
+                 queue_size: int | None = None) -> None:
         self.registry = registry
         self.requests = Counter("wattserve_requests", "Inference requests answered, by outcome status class",
                                 ["model", "task", "status"], registry=registry)
@@ -33,19 +34,32 @@ class Metrics:
         self.emissions = Counter("wattserve_emissions_grams", "gCO2e of requests (operational or embodied)",
                                  ["model", "task", "scope"], registry=registry)
         self.tokens = Counter("wattserve_tokens", "Tokens processed", ["model", "direction"], registry=registry)
-        registry.register(_LiveCollector(metering, queue_depth))
+        registry.register(_LiveCollector(metering, queue_depth, queue_size))
         self._children: dict[tuple[str, str], tuple] = {}
+        # every series of every served model exists from the start at zero: rate() and increase() then count a
+        # model's first requests too (a series born at its first increment loses that increment)
+        for model, task in (models or {}).items():
+            for status in ("2xx", "4xx", "5xx"):
+                self.requests.labels(model, task, status)
+            self.duration.labels(model, task)
+            for direction in ("input", "output"):
+                self.tokens.labels(model, direction)
+            if metering is not None:
+                self._series(model, task)
 
-    def observe_final(self, record: EnergyRecord) -> None:
-        """Called once per request when its final figure is known (from the sampler thread)."""
-        children = self._children.get((record.model, record.task))
+    def _series(self, model: str, task: str) -> tuple:
+        children = self._children.get((model, task))
         if children is None:  # labels() costs microseconds each: resolve a model's series once
-            labels = (record.model, record.task)
+            labels = (model, task)
             children = self._children[labels] = (
                 self.request_energy.labels(*labels),
                 {str(c): self.energy.labels(*labels, str(c)) for c in Component},
                 self.emissions.labels(*labels, "operational"), self.emissions.labels(*labels, "embodied"))
-        histogram, energy, operational, embodied = children
+        return children
+
+    def observe_final(self, record: EnergyRecord) -> None:
+        """Called once per request when its final figure is known (from the sampler thread)."""
+        histogram, energy, operational, embodied = self._series(record.model, record.task)
         histogram.observe(record.energy_j)
         for component, figure in record.components.items():
             energy[component].inc(figure.figure_j(record.accounting))
@@ -67,14 +81,21 @@ class Metrics:
 class _LiveCollector:
     """Values read at scrape time: device counters from the metering ledger, power, intensity, queues."""
 
-    def __init__(self, metering: Metering | None, queue_depth: Callable[[], dict[str, int]]) -> None:
-        self.metering, self.queue_depth = metering, queue_depth
+    def __init__(self, metering: Metering | None, queue_depth: Callable[[], dict[str, int]],
+                 queue_size: int | None) -> None:
+        self.metering, self.queue_depth, self.queue_size = metering, queue_depth, queue_size
 
     def collect(self):
         queue = GaugeMetricFamily("wattserve_queue_depth", "Requests waiting or running, per model", labels=["model"])
+        size = GaugeMetricFamily("wattserve_queue_size", "Requests a model's queue holds before answering 429",
+                                 labels=["model"])
         for model, depth in self.queue_depth().items():
             queue.add_metric([model], depth)
+            if self.queue_size is not None:
+                size.add_metric([model], self.queue_size)
         yield queue
+        if self.queue_size is not None:
+            yield size
         if self.metering is None:
             return
         device = CounterMetricFamily("wattserve_device_energy_joules", "Everything the meters measured, idle included",

@@ -121,7 +121,8 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
         metering = build_metering(settings)
     runtime = Runtime(settings, registry, metering or None)
     prom = CollectorRegistry()
-    metrics = Metrics(prom, runtime.metering, lambda: {n: m.pending for n, m in runtime.models.items()})
+    metrics = Metrics(prom, runtime.metering, lambda: {n: m.pending for n, m in runtime.models.items()},
+                      {n: m.spec.task for n, m in runtime.models.items()}, settings.queue_size)
     if runtime.metering is not None:
         runtime.metering.subscribe(metrics.observe_final)
     keys = _api_keys(settings)
