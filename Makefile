@@ -20,7 +20,7 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(PY) -m ruff check service tests bench scripts
+	$(PY) -m ruff check service tests bench scripts loadtest grafana
 
 bench-metering: install
 	$(PY) bench/bench_metering.py

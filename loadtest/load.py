@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,9 +181,13 @@ def stage_stats(plan: LoadPlan, records: list[dict[str, Any]], finals: dict[str,
     """Per stage: requests, errors, rps, mean final J/request, latency p50/p95 and device power."""
     stages = []
     marks = plan.marks
+    last = len(marks) - 2
     for k, (index, users, t0, snap0) in enumerate(marks[:-1]):
         _, _, t1, snap1 = marks[k + 1]
-        inside = [r for r in records if t0 <= r["started_at"] < t1]
+        # a request belongs to the stage it started in; the first and last stages also take the few that
+        # started just before the first mark or finished in the graceful stop after the last one
+        lo, hi = (-math.inf if k == 0 else t0), (math.inf if k == last else t1)
+        inside = [r for r in records if lo <= r["started_at"] < hi]
         ok = [r for r in inside if r["status"] == 200]
         energy = [finals[r["request_id"]]["energy_j"] for r in ok if r["request_id"] in finals]
         latency = [r["latency_s"] for r in ok]
@@ -252,7 +257,8 @@ def load_run(campaign, prepared, entry, server_models, system, url, out_dir: Pat
                                 server_models[entry.model]),
                     [s.model_dump() for s in entry.stages], name=rid, results=run_dir / "requests.jsonl")
     plan.client = client
-    env = Environment(user_classes=[LoadUser], shape_class=StagesShape(), host=url)
+    # stop_timeout: users stop between requests, never mid-request, so every request the server ran is recorded
+    env = Environment(user_classes=[LoadUser], shape_class=StagesShape(), host=url, stop_timeout=60.0)
     env.wattserve_load = plan
     runner = env.create_local_runner()
     runner.start_shape()

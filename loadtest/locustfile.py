@@ -39,6 +39,8 @@ def _plan(environment, **_) -> None:
     options = environment.parsed_options
     if options is None:
         return
+    if not environment.stop_timeout:  # stop users between requests, never mid-request: a request the server ran
+        environment.stop_timeout = 60.0  # (and metered) is always in the results (workers get it from the master)
     worker = isinstance(environment.runner, WorkerRunner)
     campaign, prepared, server_models, system, client, results = locust_options.build(
         options, environment.host, "load")

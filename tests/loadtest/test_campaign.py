@@ -44,8 +44,9 @@ class Received:
 
         return await self.app(scope, recording, send)
 
-    def texts(self, model: str) -> list[str]:
-        return [b["inputs"] for m, b in self.bodies if m == model]
+    def texts(self, model: str, since: int = 0) -> list[str]:
+        """Inputs sent to ``model`` among the bodies received from position ``since`` on."""
+        return [b["inputs"] for m, b in self.bodies[since:] if m == model]
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +210,7 @@ def test_killed_campaign_resumes_without_lost_or_duplicated_samples(server, data
         lines = read_jsonl(out / "runs" / f"tiny-sentiment__reviews__{rep}" / "requests.jsonl")
         assert [r["seq"] for r in lines] == list(range(150))  # none lost, none twice
     # server side: rep01 whole, rep02 cut after `partial` (maybe one more in flight), then rep02 whole again
-    sent = server.received.texts("tiny-sentiment")[before:]
+    sent = server.received.texts("tiny-sentiment", before)
     assert sent[:150] == order and sent[-150:] == order
     assert partial <= len(sent) - 300 <= partial + 1 and sent[150:-150] == order[:len(sent) - 300]
 
@@ -227,7 +228,7 @@ def test_sequential_replay_with_the_locust_command_line(server, dataset, tmp_pat
     meta = json.loads((tmp_path / "res" / "run.json").read_text())
     assert meta["status"] == "complete" and meta["requests"]["ok"] == 25
     order = [texts[i] for i in selection(N_ROWS, 25, 1)]
-    masked = server.received.texts("demo-fill-mask")[before:]
+    masked = server.received.texts("demo-fill-mask", before)
     assert len(masked) == 27 and all(t.count("[MASK]") == 1 for t in masked)  # the model's own mask token
     assert [t.split()[1] for t in masked] == [t.split()[1] for t in order[:2] + order]  # "sample <i>", in order
 
@@ -260,7 +261,7 @@ def test_distributed_load_with_a_master_and_two_workers(server, dataset, tmp_pat
     records = read_jsonl(tmp_path / "res" / "requests.jsonl")
     assert meta["status"] == "complete" and meta["distributed"] is True
     assert len({r["worker"] for r in records}) == 2  # both workers' requests reached the master's results
-    received = len(server.received.texts("tiny-sentiment")[before:])
+    received = len(server.received.texts("tiny-sentiment", before))
     assert len(records) == received > 0  # every request the server got is in the results, once
     assert [s["users"] for s in meta["stages"]] == [2, 4]
     assert all(s["requests"] > 0 and s["energy_j_per_request"] > 0 and s["device_power_w"] > 0
