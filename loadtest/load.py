@@ -73,10 +73,14 @@ class LoadPlan:
             self._file = None
 
 
-def plan_of(environment: Environment) -> LoadPlan:
-    plan = getattr(environment, "wattserve_load", None)
-    if plan is None:
-        raise RuntimeError("no load plan: run through `wattserve campaign run` or loadtest/locustfile.py")
+def plan_of(environment: Environment, wait_s: float = 120.0) -> LoadPlan:
+    """The process's load plan. A worker reports ready to its master before its init listeners finish (they load
+    the dataset and ask the server for its models), so its first users may start first: they wait for it."""
+    deadline = time.monotonic() + wait_s
+    while (plan := getattr(environment, "wattserve_load", None)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("no load plan: run through `wattserve campaign run` or loadtest/locustfile.py")
+        gevent.sleep(0.05)
     return plan
 
 
@@ -228,6 +232,7 @@ def finish_load(plan: LoadPlan, meta: dict[str, Any], run_dir: Path, client: Ser
     except ServerError as exc:
         reason = f"could not collect the final figures: {exc}"
     meta.update(stages=stage_stats(plan, records, finals),
+                stage_marks=[{"stage": i, "users": u, "at_s": t} for i, u, t, _ in plan.marks],
                 requests={"sent": len(records), "ok": len(finals), "errors": len(records) - len(finals)},
                 energy_j={"requests": sum(f["energy_j"] for f in finals.values())},
                 status="failed" if reason or not records else "complete",

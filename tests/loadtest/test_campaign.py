@@ -242,7 +242,7 @@ def test_distributed_load_with_a_master_and_two_workers(server, dataset, tmp_pat
     before = len(server.received.bodies)
     master = subprocess.Popen(
         [sys.executable, "-m", "locust", *common, "--master", "--headless", "--expect-workers", "2",
-         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--wattserve-stages", "2:4,4:4",
+         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--wattserve-stages", "2:8,4:6",
          "--wattserve-results", str(tmp_path / "res"), "--only-summary", "--exit-code-on-error", "0"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     workers = [subprocess.Popen([sys.executable, "-m", "locust", *common, "--worker", "--master-host", "127.0.0.1",
@@ -267,7 +267,8 @@ def test_distributed_load_with_a_master_and_two_workers(server, dataset, tmp_pat
     assert not failed, failed[:5]  # (the exit code ignores request errors: they are checked here, with detail)
     assert [s["users"] for s in meta["stages"]] == [2, 4]
     assert all(s["requests"] > 0 and s["energy_j_per_request"] > 0 and s["device_power_w"] > 0
-               for s in meta["stages"])
+               for s in meta["stages"]), (meta["stages"], meta["stage_marks"],
+                                          sorted(r["started_at"] for r in records)[:3])
     assert sum(s["requests"] for s in meta["stages"]) == len(records)
 
 
