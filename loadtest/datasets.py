@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.jsonl import read_objects
+
 log = logging.getLogger(__name__)
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -43,18 +45,10 @@ class Loaded:
 def _read_file(path: Path) -> list[dict[str, Any]]:
     try:
         if path.suffix == ".jsonl":
-            rows = []
-            with path.open(encoding="utf-8") as f:
-                for number, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            row = json.loads(line)
-                        except json.JSONDecodeError as exc:
-                            raise DatasetError(f"{path}: line {number} is not valid JSON: {exc}") from None
-                        if not isinstance(row, dict):
-                            raise DatasetError(f"{path}: line {number} is not a JSON object")
-                        rows.append(row)
-            return rows
+            try:
+                return read_objects(path)
+            except ValueError as exc:
+                raise DatasetError(str(exc)) from None
         if path.suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and isinstance(data.get("data"), list):

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtest.jsonl import read_objects
+
 _REQUIRED = ("run_id", "kind", "status", "model", "task", "dataset")
 _OBJECTS = ("server", "hardware", "carbon", "window", "requests", "energy_j", "energy_method", "carbon_g")
 
@@ -31,17 +33,7 @@ class Run:
 
 
 def _read_jsonl(path: Path) -> tuple[dict, ...]:
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path.name} line {i}: {e}") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path.name} line {i}: not a JSON object")
-            rows.append(row)
-    return tuple(rows)
+    return tuple(read_objects(path))
 
 
 def _check_meta(meta: object) -> dict:

@@ -64,7 +64,7 @@ def test_bad_datasets_are_refused_with_the_reason(files, tmp_path):
         ds.load(str(empty), 5)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"text": "ok"}\n{not json\n')
-    with pytest.raises(ds.DatasetError, match="line 2 is not valid JSON"):
+    with pytest.raises(ds.DatasetError, match="line 2: not valid JSON"):
         ds.load(str(broken), 1)
     with pytest.raises(ds.DatasetError, match="does not exist"):
         ds.load(str(tmp_path / "missing.jsonl"), 1)
