@@ -175,7 +175,8 @@ def traffic_panels() -> list:
                 "Requests waiting or running per model; at the queue size the server answers 429.",
                 [query(f'max by (instance, model) (wattserve_queue_depth{{model=~"$model", {INSTANCE}}})',
                        "{{instance}} {{model}}"),
-                 query("config:wattserve_queue_size:constant", "queue size (429 above)", ref="B")]),
+                 query(f'max by (instance, model) (wattserve_queue_size{{model=~"$model", {INSTANCE}}})',
+                       "{{instance}} {{model}} queue size (429 above)", ref="B")]),
         _series("Error ratio", "percentunit",
                 "Share of requests answered 4xx (client errors, 429 included) and 5xx (server errors, timeouts).",
                 [query(f'sum by (model, status) (rate(wattserve_requests_total{{status=~"4xx|5xx", {MODEL_TASK}}}'
