@@ -7,11 +7,8 @@ variables are interpolated like Compose does, from a given environment (empty: t
 from __future__ import annotations
 
 import functools
-import json
 import re
 import shlex
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,11 +17,11 @@ import pytest
 import yaml
 
 from service.registry import load_registry
+from tests.deploy.locust_cli import LOCUSTFILE_IN_IMAGE, arg_after, parse_locust
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
-LOCUSTFILE_IN_IMAGE = "/app/loadtest/locustfile.py"
 CPU_IMAGE = "wattserve:0.1.0"
 SERVERS = ("wattserve", "wattserve-gpu")
 LOCUSTS = ("locust-master", "locust-worker")
@@ -74,11 +71,6 @@ def command(service: dict) -> list[str]:
     return shlex.split(cmd) if isinstance(cmd, str) else cmd
 
 
-def arg_after(cmd: list[str], flag: str) -> str:
-    assert flag in cmd, f"{flag} missing from {cmd}"
-    return cmd[cmd.index(flag) + 1]
-
-
 def bind_mounts(service: dict) -> list[tuple[str, str]]:
     """(host path, container path) of the service's bind mounts, short or long syntax."""
     out = []
@@ -110,42 +102,6 @@ def published(service: dict) -> list[tuple[str, str, str]]:
 
 def devices(service: dict) -> list[dict]:
     return service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
-
-
-# Locust's own parser with the locustfile's options, in a child process: importing locust monkey-patches the
-# standard library (gevent), which must not happen in the test process.
-_PARSE_LOCUST = """
-import contextlib, io, json, runpy, sys
-from locust import events
-from locust.argument_parser import get_parser
-runpy.run_path(sys.argv[1], run_name="locustfile")
-results = []
-for args, env in json.load(sys.stdin):
-    parser = get_parser(default_config_files=[])
-    events.init_command_line_parser.fire(parser=parser)
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            options = vars(parser.parse_args(args, env_vars=env))
-    except SystemExit:
-        results.append({"error": err.getvalue().strip()})
-        continue
-    results.append({"options": {k: v for k, v in options.items() if isinstance(v, (str, int, float, bool))}})
-known = sorted({a.env_var for a in parser._actions if getattr(a, "env_var", None)})
-print(json.dumps({"results": results, "env_vars": known}))
-"""
-
-
-def parse_locust(cases: list[tuple[list[str], dict[str, str]]]) -> tuple[list[dict], set[str]]:
-    """Parse each (command line after `locust`, environment) as Locust would with loadtest/locustfile.py:
-    ({"options": ...} or {"error": ...} per case, the LOCUST_* variables Locust and the locustfile read)."""
-    locustfile = ROOT / "loadtest" / "locustfile.py"
-    assert locustfile.is_file(), "loadtest/locustfile.py is missing"
-    result = subprocess.run([sys.executable, "-c", _PARSE_LOCUST, str(locustfile)], input=json.dumps(cases),
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    return out["results"], set(out["env_vars"])
 
 
 MISSPELT = ["-f", LOCUSTFILE_IN_IMAGE, "--worker", "--wattserve-smaples", "10"]

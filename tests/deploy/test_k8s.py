@@ -24,7 +24,7 @@ import yaml
 
 from service.registry import RegistryError, load_registry
 from service.settings import Settings
-from tests.deploy.test_compose import parse_locust
+from tests.deploy.locust_cli import LOCUSTFILE_IN_IMAGE, arg_after, parse_locust
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,6 @@ SERVICE_VARIANTS = ("cpu", "gpu")
 # the oldest Kubernetes these manifests support (PodDisruptionBudget.unhealthyPodEvictionPolicy is on by default
 # from 1.27) and the newest kubernetes-validate has schemas for
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
-LOCUSTFILE_IN_IMAGE = "/app/loadtest/locustfile.py"
 SERVER_SELECTOR = {"app.kubernetes.io/name": "wattserve", "app.kubernetes.io/component": "server"}
 
 _DURATION = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
@@ -136,11 +135,6 @@ def env_of(ctr: dict) -> dict[str, str]:
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
-
-
-def arg_after(command: list[str], flag: str) -> str:
-    assert flag in command, f"{flag} missing from {command}"
-    return command[command.index(flag) + 1]
 
 
 def run_kubernetes_validate(paths: list[Path], version: str) -> subprocess.CompletedProcess:
