@@ -66,19 +66,30 @@ def _registry_tasks(campaign: Campaign) -> dict[str, str]:
         raise CampaignError(str(exc)) from exc
 
 
-def prepare(campaign: Campaign, server_models: dict[str, dict[str, Any]] | None) -> Prepared:
-    """Check every model, dataset and column; load the samples. Raises CampaignError naming every problem."""
-    tasks = ({name: m["task"] for name, m in server_models.items()} if server_models is not None
-             else _registry_tasks(campaign))
-    runs = plan(campaign)
-    problems: list[str] = []
+def model_problems(campaign: Campaign, tasks: dict[str, str],
+                   server_models: dict[str, dict[str, Any]] | None) -> list[str]:
+    """Every campaign model must be served (and, when the server is asked, ready)."""
+    problems = []
     for entry in [*campaign.models, *campaign.load]:
         if entry.model not in tasks:
             problems.append(f"model {entry.model!r} is not served (served: {', '.join(sorted(tasks))})")
         elif server_models is not None and server_models[entry.model].get("state") != "ready":
             m = server_models[entry.model]
             problems.append(f"model {entry.model!r} is {m.get('state')}: {m.get('error') or ''}".strip())
-    prepared = Prepared(runs, tasks)
+    return problems
+
+
+def _raise(problems: list[str]) -> None:
+    if problems:
+        raise CampaignError("the campaign cannot run:\n  - " + "\n  - ".join(problems))
+
+
+def prepare(campaign: Campaign, server_models: dict[str, dict[str, Any]] | None) -> Prepared:
+    """Check every model, dataset and column; load the samples. Raises CampaignError naming every problem."""
+    tasks = ({name: m["task"] for name, m in server_models.items()} if server_models is not None
+             else _registry_tasks(campaign))
+    problems = model_problems(campaign, tasks, server_models)
+    prepared = Prepared(plan(campaign), tasks)
     pairs = {(e.model, n) for e in campaign.models for n in e.datasets} | {(e.model, e.dataset) for e in campaign.load}
     for name in sorted({n for _, n in pairs}):
         spec = campaign.datasets[name]
@@ -111,8 +122,7 @@ def prepare(campaign: Campaign, server_models: dict[str, dict[str, Any]] | None)
                                                 keep=keep)
             except ds.DatasetError as exc:
                 problems.append(f"dataset {name} (empty rows skipped): {exc}")
-    if problems:
-        raise CampaignError("the campaign cannot run:\n  - " + "\n  - ".join(problems))
+    _raise(problems)
     return prepared
 
 
@@ -206,7 +216,8 @@ def run_campaign(campaign: Campaign, out_dir: Path, *, dry_run: bool = False, pr
     client = ServerClient(url, api_key)
     try:
         server_models, system = client.models(), client.system()
-        prepare(campaign, server_models)  # the served models, ready (an embedded one may have failed to load)
+        # the datasets are loaded and checked; the models now as served (an embedded one may have failed to load)
+        _raise(model_problems(campaign, prepared.tasks, server_models))
         overall = _progress(len(todo) * campaign.samples, "campaign", 0, progress)
         for run in todo:
             run_dir = out_dir / "runs" / run.run_id
