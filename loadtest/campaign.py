@@ -195,8 +195,9 @@ def run_campaign(campaign: Campaign, out_dir: Path, *, dry_run: bool = False, pr
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "campaign.yaml").write_text(yaml.safe_dump(campaign.model_dump(mode="json"), sort_keys=False))
-    todo = [r for r in prepared.runs if _completed(out_dir / "runs" / r.run_id, campaign, r) is None]
-    results = [m for r in prepared.runs if (m := _completed(out_dir / "runs" / r.run_id, campaign, r)) is not None]
+    kept = {r.run_id: _completed(out_dir / "runs" / r.run_id, campaign, r) for r in prepared.runs}
+    todo = [r for r in prepared.runs if kept[r.run_id] is None]
+    results = [m for m in kept.values() if m is not None]
     if results:
         echo(f"resuming: {len(results)} complete run(s) kept, {len(todo)} to do")
     if not todo and not campaign.load:
