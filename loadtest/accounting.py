@@ -14,16 +14,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from loadtest.server import Snapshot
+from service.energy.types import Method
 
 JOULES_PER_KWH = 3.6e6
 COMPONENTS = ("gpu", "cpu", "ram")
 
 
 def combine_methods(methods: Iterable[str]) -> str:
-    seen = set(methods)
-    if not seen:
-        return "none"
-    return seen.pop() if len(seen) == 1 else "mixed"
+    """The server's own rule (``Method.combine``) on method names; ``none`` when there is no figure at all."""
+    kinds = {Method(m) for m in methods}
+    return str(Method.combine(kinds)) if kinds else "none"
 
 
 def carbon_g(energy_j: float, intensity_g_per_kwh: float, pue: float) -> float:
