@@ -12,21 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from loadtest.accounting import JOULES_PER_KWH, combine_methods
 from loadtest.paper import PaperValue, paper_value, task_order
 from loadtest.report.read import Run, dataset_label
 
 MODES = ("requests", "device_window", "paper")
 MODE_TITLES = {"requests": "per-request", "device_window": "device window", "paper": "paper mode"}
-J_PER_KWH = 3.6e6
 
 
 # ---------------------------------------------------------------- one run's figures
-
-def combine_methods(methods: Iterable[str | None]) -> str:
-    """One method for several figures: the common one, ``mixed`` when they differ, ``unknown`` when none."""
-    kinds = {m or "unknown" for m in methods}
-    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "unknown")
-
 
 @dataclass(frozen=True)
 class RunFigures:
@@ -56,7 +50,7 @@ def _operational_g(final: dict, carbon: dict) -> float:
     if g is not None:
         return float(g)
     factor = float(carbon.get("intensity_g_per_kwh") or 0.0) * float(carbon.get("pue") or 1.0)
-    return float(final.get("energy_j") or 0.0) / J_PER_KWH * factor
+    return float(final.get("energy_j") or 0.0) / JOULES_PER_KWH * factor
 
 
 def run_figures(run: Run) -> RunFigures:
@@ -66,14 +60,15 @@ def run_figures(run: Run) -> RunFigures:
     ok, n = len(ok_lines), len(run.finals)
     energy = {"requests": math.fsum(float(f.get("energy_j") or 0.0) for f in run.finals)}
     carbon = {"requests": math.fsum(_operational_g(f, meta.get("carbon") or {}) for f in run.finals)}
-    method = {"requests": combine_methods(str(f.get("method") or "unknown") for f in run.finals)}
+    method = {"requests": combine_methods(str(f.get("method") or "unknown") for f in run.finals)
+              if run.finals else "unknown"}  # the report writes "unknown" where accounting says "none"
     from_lines = bool(run.finals) or run.kind != "load"  # a load run may come with its stages only
     for mode in MODES if not from_lines else MODES[1:]:
         energy[mode] = (meta.get("energy_j") or {}).get(mode)
         carbon[mode] = (meta.get("carbon_g") or {}).get(mode)
         method[mode] = str((meta.get("energy_method") or {}).get(mode) or "unknown")
     per_1000 = 1000.0 / n if n else None
-    kwh = {m: (e / J_PER_KWH * per_1000 if per_1000 and e is not None else None) for m, e in energy.items()}
+    kwh = {m: (e / JOULES_PER_KWH * per_1000 if per_1000 and e is not None else None) for m, e in energy.items()}
     grams = {m: (g * per_1000 if per_1000 and g is not None else None) for m, g in carbon.items()}
     warnings = []
     if n != ok:

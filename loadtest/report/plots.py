@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtest.accounting import combine_methods
 from loadtest.paper import paper_value, task_order
-from loadtest.report.figures import MODE_TITLES, MODES, ModelRow, combine_methods
+from loadtest.report.figures import MODE_TITLES, MODES, ModelRow
 from loadtest.report.read import Run
 
 _FILL = {"measured": "full", "mixed": "left"}  # estimated/unknown: hollow markers
