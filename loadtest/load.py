@@ -23,7 +23,7 @@ from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtest.replay import ENERGY_HEADERS, JSON_HEADERS, now_iso, write_json_atomic
+from loadtest.replay import JSON_HEADERS, energy_fields, now_iso, write_json_atomic
 from loadtest.server import ServerClient, ServerError, Snapshot
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,7 @@ class LoadUser(FastHttpUser):
                                       "error": None}
             if status == 200:
                 record["request_id"] = response.headers.get("X-Request-Id")
-                for key, header in ENERGY_HEADERS.items():
-                    value = response.headers.get(header)
-                    record[key] = float(value) if value is not None else None
+                record.update(energy_fields(response.headers))
             else:
                 record["error"] = str(response.error) if status == 0 else f"HTTP {status}"
                 response.failure(record["error"])

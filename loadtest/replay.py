@@ -37,6 +37,12 @@ ENERGY_HEADERS = {"energy_j": "X-Energy-Joules", "energy_gpu_j": "X-Energy-GPU-J
                   "carbon_g": "X-Carbon-gCO2e"}
 
 
+def energy_fields(headers: Any) -> dict[str, float | None]:
+    """A response's numeric energy headers as a results line holds them (None where a header is absent)."""
+    return {key: float(value) if (value := headers.get(header)) is not None else None
+            for key, header in ENERGY_HEADERS.items()}
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -109,9 +115,7 @@ class RunState:
                                 "latency_s": round(latency_s, 6), "started_at": round(started_at, 6)}
         if status == 200:
             line["request_id"] = headers.get("X-Request-Id")
-            for key, header in ENERGY_HEADERS.items():
-                value = headers.get(header)
-                line[key] = float(value) if value is not None else None
+            line.update(energy_fields(headers))
             line["energy_method"] = headers.get("X-Energy-Method")
             line["energy_status"] = headers.get("X-Energy-Status")
             line["error"] = None
