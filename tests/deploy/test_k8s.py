@@ -133,6 +133,15 @@ def env_of(ctr: dict) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in ctr.get("env", [])}
 
 
+def container_env(resources: list[dict], ctr: dict) -> dict[str, str]:
+    """The container's environment as it starts: its envFrom ConfigMaps, then its literal env values over them."""
+    env: dict[str, str] = {}
+    for source in ctr.get("envFrom", []):
+        env.update(named(resources, "ConfigMap", source["configMapRef"]["name"])["data"])
+    env.update({k: v for k, v in env_of(ctr).items() if v is not None})
+    return env
+
+
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
@@ -298,11 +307,7 @@ def test_registry_configmap_is_mounted_and_accepted_by_wattserve(variant, docs, 
 def test_settings_are_wattserve_settings_with_valid_values(variant, docs, monkeypatch):
     resources = docs[variant]
     ctr = container(named(resources, "Deployment", "wattserve"), "wattserve")
-    env: dict[str, str] = {}
-    for source in ctr.get("envFrom", []):
-        env.update(named(resources, "ConfigMap", source["configMapRef"]["name"])["data"])
-    env.update({k: v for k, v in env_of(ctr).items() if v is not None})
-    ours = {k: v for k, v in env.items() if k.startswith("WATTSERVE_")}
+    ours = {k: v for k, v in container_env(resources, ctr).items() if k.startswith("WATTSERVE_")}
     # Settings ignores unknown WATTSERVE_* names: a typo would pass silently, so check the names here
     unknown = {k for k in ours if k.removeprefix("WATTSERVE_").lower() not in Settings.model_fields}
     assert unknown <= {"WATTSERVE_DEMO_DIR"}, f"not wattserve settings: {sorted(unknown)}"
@@ -434,10 +439,7 @@ def test_locust_accepts_each_campaign_container_command_and_environment(docs):
     cases, envs = [], []
     for deployment in deployments:
         ctr = container(deployment)
-        env = {}
-        for source in ctr.get("envFrom", []):
-            env.update(named(resources, "ConfigMap", source["configMapRef"]["name"])["data"])
-        env.update({k: v for k, v in env_of(ctr).items() if v is not None})
+        env = container_env(resources, ctr)
         assert ctr["command"][0] == "locust" and arg_after(ctr["command"], "-f") == LOCUSTFILE_IN_IMAGE
         cases.append((ctr["command"][1:], env))
         envs.append(env)
