@@ -27,6 +27,11 @@ def name_key(name: str) -> int:
     return zlib.crc32(name.encode("utf-8"))
 
 
+def unit_doubles(raw: np.ndarray) -> np.ndarray:
+    """Raw 64-bit draws as doubles in [0, 1): the top 53 bits of each."""
+    return (raw >> np.uint64(11)).astype(np.float64) / _TWO_POW_53
+
+
 class Stream:
     """Uniform numbers from PCG64 seeded by a SeedSequence over ``entropy`` (non-negative ints)."""
 
@@ -39,8 +44,8 @@ class Stream:
         return self._bits.random_raw(n)
 
     def uniform(self, n: int) -> np.ndarray:
-        """``n`` doubles in [0, 1): the top 53 bits of each raw draw."""
-        return (self.raw(n) >> np.uint64(11)).astype(np.float64) / _TWO_POW_53
+        """``n`` doubles in [0, 1) (see ``unit_doubles``)."""
+        return unit_doubles(self.raw(n))
 
     def below(self, n: int, k: int) -> np.ndarray:
         """``n`` integers in [0, k) (modulo bias below k / 2**64, irrelevant for k < 2**40)."""

@@ -17,7 +17,7 @@ from functools import cache
 import numpy as np
 
 from ._lexicon import lexicon, zipf_cdf
-from ._random import LogNormal, Stream
+from ._random import LogNormal, Stream, unit_doubles
 
 _MARK = "\x1e"  # marks a paragraph break inside the joined text, then removed (NUL would not do: numpy strips it)
 
@@ -67,7 +67,7 @@ class _Draws:
         self.stream, self.n, self.k = stream, n, sentences
         raw = stream.raw(2 * n + 3 * sentences)
         self.mix, self.zipf = raw[:n], raw[n:2 * n]
-        self._u = (raw[2 * n:] >> np.uint64(11)).astype(np.float64) / float(2**53)
+        self._u = unit_doubles(raw[2 * n:])
 
     def lane(self, index: int, k: int) -> np.ndarray:
         """k uniforms of lane ``index`` (0: sentence, 1: mark, 2: para), drawn afresh beyond the lane."""
