@@ -29,6 +29,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
+from tests.deploy.rule_files import rules
 from tests.service.conftest import LiveServer, free_port
 from tests.tools import require_tool
 
@@ -353,14 +354,9 @@ def test_table_figures_are_per_inference(stack):
         assert kwh[key] == pytest.approx(per_inference[key] * 1000 / 3.6e6, rel=1e-12)
 
 
-def rule_list() -> list[dict]:
-    return [rule for path in sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
-            for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
-
-
 def test_prometheus_evaluates_every_rule_without_error(stack):
     _, prometheus, _ = stack
-    names = {r.get("record") or r["alert"] for r in rule_list()}
+    names = {r.get("record") or r["alert"] for r in rules()}
 
     def evaluated():
         loaded = {r["name"]: r for g in prometheus.api("rules")["groups"] for r in g["rules"]}
@@ -373,14 +369,14 @@ def test_prometheus_evaluates_every_rule_without_error(stack):
 
 def test_every_recording_rule_returns_data(stack):
     _, prometheus, _ = stack
-    for rule in (r for r in rule_list() if "record" in r):
+    for rule in (r for r in rules() if "record" in r):
         returns_finite_data(prometheus, rule["expr"])
         returns_finite_data(prometheus, rule["record"])  # and Prometheus records it
 
 
 def test_every_alert_expression_joins_real_series(stack):
     _, prometheus, _ = stack
-    for rule in (r for r in rule_list() if "alert" in r):
+    for rule in (r for r in rules() if "alert" in r):
         probe = with_bool(rule["expr"]).replace("offset 1d", "offset 1s")
         assert probe != rule["expr"], f"{rule['alert']}: no comparison to neutralise"
         result = returns_finite_data(prometheus, probe)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import yaml
 
+from tests.deploy.rule_files import RULE_FILES, rules
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
-RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS / "tests").glob("*.yml"))
 GRAFANA = ROOT / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "wattserve-overview.json"
@@ -25,11 +25,6 @@ GRAFANA_BUILTINS = {"__rate_interval", "__range", "__interval", "__all"}
 def promtool(*args: str) -> subprocess.CompletedProcess:
     tool = require_tool("promtool", "apt-get install prometheus")
     return subprocess.run([tool, *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=120)
-
-
-def rules() -> list[dict]:
-    return [rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
-            for rule in group["rules"]]
 
 
 def dashboard() -> dict:
