@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._random import LogNormal
 from ._spec import Context, Spec, Target
-from ._text import Style, prose
+from ._text import ONE_SENTENCE, Style, prose
 
 KIM_2014 = "https://aclanthology.org/D14-1181/"
 IMDB_LEN = LogNormal.from_median(230.0, 174.0, 10, 2500)
@@ -15,8 +15,8 @@ RT_LEN = LogNormal(20.0, 0.50, 2, 59)
 REVIEW = Style(sentence=LogNormal(17.0, 0.55, 2, 90), comma_rate=0.06, para_sep="<br /><br />", para_sentences=5.0,
                marks=((".", 0.86), ("!", 0.06), ("?", 0.03), ("...", 0.05)))
 # SST and the Pang & Lee sentences are lower-cased and pre-tokenised ("it 's a charming journey .").
-SNIPPET = Style(cased=False, spaced=True, sentence=LogNormal(10.0**6, 0.01, 10**6 - 1, 10**6 + 1),
-                comma_rate=0.05, marks=((".", 0.88), ("!", 0.05), ("?", 0.02), ("...", 0.05)))
+SNIPPET = Style(cased=False, spaced=True, sentence=ONE_SENTENCE, comma_rate=0.05,
+                marks=((".", 0.88), ("!", 0.05), ("?", 0.02), ("...", 0.05)))
 
 
 def _imdb(ctx: Context, n: int) -> list[dict]:

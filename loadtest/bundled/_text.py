@@ -19,6 +19,9 @@ import numpy as np
 from ._lexicon import lexicon, zipf_cdf
 from ._random import LogNormal, Stream, unit_doubles
 
+# A sentence model longer than any text: the whole text is one sentence (or its ends are set elsewhere).
+ONE_SENTENCE = LogNormal(float(10**6), 0.01, 10**6 - 1, 10**6 + 1)
+
 _MARK = "\x1e"  # marks a paragraph break inside the joined text, then removed (NUL would not do: numpy strips it)
 
 
@@ -208,7 +211,7 @@ def sentence(stream: Stream, n: int, style: Style, unit: str = "tokens", mark: s
 @cache
 def _one_sentence(style: Style, mark: str | None) -> Style:
     marks = style.marks if mark is None else ((mark, 1.0),)
-    return style.but(sentence=LogNormal(float(10**6), 0.01, 10**6 - 1, 10**6 + 1), marks=marks, para_sep=None)
+    return style.but(sentence=ONE_SENTENCE, marks=marks, para_sep=None)
 
 
 def word_id(word: str) -> int:
