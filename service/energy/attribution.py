@@ -33,9 +33,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from service.energy.types import DeviceInfo
-
-Edge = tuple[float, float]  # an interval edge: the tick happened somewhere in [lo, hi], uniformly
+from service.energy.types import DeviceInfo, Edge
 
 
 class PowerModel:

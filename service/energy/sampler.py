@@ -19,11 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.energy.meters.base import Meter
-from service.energy.types import DeviceInfo
+from service.energy.types import DeviceInfo, Edge
 
 log = logging.getLogger(__name__)
 
-Edge = tuple[float, float]  # the counter's value changed somewhere in [lo, hi]
 IntervalSink = Callable[[str, Edge, Edge, float, bool], None]  # device id, first edge, last edge, joules, degraded
 
 

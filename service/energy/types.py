@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+Edge = tuple[float, float]  # when a counter changed: somewhere in [lo, hi] seconds, uniformly
+
 
 class Component(StrEnum):
     """What a device's energy is reported as."""
