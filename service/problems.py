@@ -51,3 +51,16 @@ class NotReady(Problem):
 
 class Timeout(Problem):
     status, title, slug = 504, "Inference timed out", "timeout"
+
+
+class Internal(Problem):
+    status, title, slug = 500, "Internal server error", "internal"
+
+
+class HTTPProblem(Problem):
+    """An HTTP error Starlette raised itself (404 for an unknown path, 405 with its Allow header, ...): its status
+    and reason become the problem's status and title."""
+
+    def __init__(self, status: int, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail, headers=headers)
+        self.status, self.title, self.slug = status, detail, f"http-{status}"

@@ -32,7 +32,7 @@ from service.energy import (
 )
 from service.energy.machine import machine_info
 from service.metrics import Metrics
-from service.problems import Invalid, NotFound, Problem, TooLarge, Unauthorized
+from service.problems import HTTPProblem, Internal, Invalid, NotFound, Problem, TooLarge, Unauthorized
 from service.registry import load_registry
 from service.runtime import Outcome, Runtime, ServedModel
 from service.settings import Settings
@@ -171,17 +171,13 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        problem = Problem(str(exc.detail))
-        problem.status, problem.title, problem.slug = exc.status_code, str(exc.detail), f"http-{exc.status_code}"
-        problem.headers = dict(exc.headers or {})  # e.g. Allow on 405
-        return await _problem(request, problem)
+        return await _problem(request, HTTPProblem(exc.status_code, str(exc.detail),
+                                                   headers=dict(exc.headers or {})))  # e.g. Allow on 405
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s", request.url.path)
-        problem = Problem("internal error; the server keeps running and the failure is logged")
-        problem.status, problem.title, problem.slug = 500, "Internal server error", "internal"
-        return await _problem(request, problem)
+        return await _problem(request, Internal("internal error; the server keeps running and the failure is logged"))
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
