@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from loadtest.report.figures import MODE_TITLES, MODES, ModelRow, TaskRow, checked_figures, model_rows, task_rows
-from loadtest.report.markdown import distinct, fmt_g, fmt_methods, fmt_pm, report_markdown
+from loadtest.report.markdown import distinct, fmt_g, fmt_methods, fmt_pm, fmt_table2, report_markdown
 from loadtest.report.plots import write_plots
 from loadtest.report.read import Run, read_runs
 from loadtest.report.tables import write_tables
@@ -77,8 +77,7 @@ def format_summary(result: ReportResult) -> str:
                         fmt_methods(m.method), m.notes] for m in result.models])
     lines += [""] + _columns(["task", "rows", *modes, "Table 2 (sd)", "ratio paper mode"],
                              [[t.task, str(t.rows), *(fmt_pm(t.kwh_per_1000[k]) for k in MODES),
-                               f"{t.table2.kwh_per_1000:g} ({t.table2.sd_kwh_per_1000:g})" if t.table2 else "–",
-                               fmt_g(t.ratio_to_table2["paper"])] for t in result.tasks])
+                               fmt_table2(t.table2), fmt_g(t.ratio_to_table2["paper"])] for t in result.tasks])
     skipped = [f"{run_id} {status}" + (f": {reason}" if reason else "")
                for run_id, _kind, status, reason in result.runs if status != "complete"]
     if skipped:

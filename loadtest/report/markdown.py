@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from loadtest.paper import CITATION
+from loadtest.paper import CITATION, PaperValue
 from loadtest.report.figures import MODE_TITLES, MODES, ModelRow, Stat, TaskRow
 from loadtest.report.read import Run, dataset_label
 from loadtest.report.tables import RUNS_COLUMNS, STAGES_COLUMNS, SUMMARY_COLUMNS, TASKS_COLUMNS
@@ -36,6 +36,10 @@ def fmt_g(x: float | None) -> str:
 
 def fmt_pm(s: Stat) -> str:
     return "–" if s.mean is None else f"{s.mean:.3g} ± {fmt_g(s.sd)}"
+
+
+def fmt_table2(pv: PaperValue | None) -> str:
+    return "–" if pv is None else f"{pv.kwh_per_1000:g} ({pv.sd_kwh_per_1000:g})"
 
 
 def fmt_methods(method: dict[str, str]) -> str:
@@ -98,7 +102,7 @@ def _md_tasks(tasks: Sequence[TaskRow]) -> list[str]:
     head = ["task", "model x dataset", *(f"kWh/1000 {MODE_TITLES[m]}" for m in MODES), "Table 2 kWh/1000 (sd)",
             *(f"ratio {MODE_TITLES[m]}" for m in MODES), "method"]
     rows = [[t.task, t.rows, *(fmt_pm(t.kwh_per_1000[m]) for m in MODES),
-             f"{t.table2.kwh_per_1000:g} ({t.table2.sd_kwh_per_1000:g})" if t.table2 else "–",
+             fmt_table2(t.table2),
              *(fmt_g(t.ratio_to_table2[m]) for m in MODES), fmt_methods(t.method)] for t in tasks]
     return ["## Per task", "", f"Mean ± sd over each task's model-dataset rows; Table 2: {CITATION} (mean, sd). "
             "Ratio: ours / Table 2; compare the paper mode first.", "", *_table(head, rows),
