@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 CITATION = ("Luccioni, Jernite & Strubell, \"Power Hungry Processing: Watts Driving the Cost of AI Deployment?\", "
             "FAccT 2024 (arXiv:2311.16863), Table 2")
-CARBON_INTENSITY_G_PER_KWH = 138.75  # CodeCarbon's factor for AWS us-west-2 (Oregon), used by the paper
 
 
 @dataclass(frozen=True)
@@ -71,5 +70,4 @@ def task_order(task: str) -> tuple[int, str]:
     return (len(TABLE2) + 1, task)
 
 
-__all__ = ["CARBON_INTENSITY_G_PER_KWH", "CITATION", "PaperValue", "TABLE2", "TASK_TO_PAPER", "paper_value",
-           "task_order"]
+__all__ = ["CITATION", "PaperValue", "TABLE2", "TASK_TO_PAPER", "paper_value", "task_order"]
