@@ -92,9 +92,7 @@ class Sampler:
                 self.sample_once()
             except Exception:  # noqa: BLE001 - the sampler must outlive any bug in a sink
                 log.exception("energy sampler iteration failed")
-            now = self._clock()
-            wait = min((s.next_due_s for s in self._states), default=now + 1.0) - now
-            self._stop.wait(max(0.001, wait))
+            self._stop.wait(max(0.001, self.next_due_s() - self._clock()))
 
     def sample_once(self, now_s: float | None = None, force: bool = False) -> None:
         """Read every meter that is due (all with ``force``). Safe to call from one thread at a time."""
@@ -115,11 +113,10 @@ class Sampler:
         """Phase-locked reading of ticking counters: skip the quiet middle of a tick period and read densely
         around the expected tick, so a tick's instant is known to a few ms for the cost of a coarse cadence."""
         due = now + state.period_s
-        for i, dev in enumerate(state.meter.devices):
-            expected = state.tick_next_s[i] if dev.tick_s > 0 else None
-            if expected is None:
+        for expected, period in zip(state.tick_next_s, state.tick_period_s, strict=True):
+            if expected is None:  # a continuous counter, or no tick seen yet
                 continue
-            guard = 0.15 * state.tick_period_s[i]
+            guard = 0.15 * period
             if now < expected - guard:
                 due = min(due, expected - guard)
             elif now < expected + 3 * guard:
