@@ -32,10 +32,6 @@ class Run:
         return str(self.meta.get("kind", ""))
 
 
-def _read_jsonl(path: Path) -> tuple[dict, ...]:
-    return tuple(read_objects(path))
-
-
 def _check_meta(meta: object) -> dict:
     """The shape the report relies on (the runner's schema); ValueError naming the first field that is off."""
     if not isinstance(meta, dict):
@@ -62,8 +58,8 @@ def _read_run(run_dir: Path) -> Run:
         if meta["status"] != "complete":
             return Run(str(meta["run_id"]), str(meta["status"]), meta.get("reason"), meta)
         has_lines = (run_dir / "requests.jsonl").exists() or meta["kind"] != "load"  # load runs: stages suffice
-        requests = _read_jsonl(run_dir / "requests.jsonl") if has_lines else ()
-        finals = _read_jsonl(run_dir / "final.jsonl") if has_lines else ()
+        requests = tuple(read_objects(run_dir / "requests.jsonl")) if has_lines else ()
+        finals = tuple(read_objects(run_dir / "final.jsonl")) if has_lines else ()
     except FileNotFoundError as e:
         return Run(run_dir.name, "unreadable", f"{Path(e.filename or '?').name} missing", {})
     except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
