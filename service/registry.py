@@ -38,6 +38,16 @@ class ModelSpec(BaseModel):
             raise ValueError(f"unknown task {task!r}; supported: {', '.join(sorted(TASKS))}")
         return task
 
+    @property
+    def max_new_tokens(self) -> int:
+        """Tokens a generation request gets when it names none: ``generation.max_new_tokens``, else 20."""
+        return int(self.generation.get("max_new_tokens", 20))
+
+    @property
+    def max_new_tokens_limit(self) -> int:
+        """The most tokens a generation request may ask for: ``generation.max_new_tokens_limit``, else 256."""
+        return int(self.generation.get("max_new_tokens_limit", 256))
+
 
 class Registry(BaseModel):
     model_config = ConfigDict(extra="forbid")

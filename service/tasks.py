@@ -281,8 +281,8 @@ class GenerationRunner(Runner):
         return super()._load_model(common)
 
     def prepare(self, request: BaseModel) -> Prepared:
-        limit = int(self.spec.generation.get("max_new_tokens_limit", 256))
-        wanted = request.max_new_tokens or int(self.spec.generation.get("max_new_tokens", 20))
+        limit = self.spec.max_new_tokens_limit
+        wanted = request.max_new_tokens or self.spec.max_new_tokens
         if wanted > limit:
             raise Invalid(f"max_new_tokens {wanted} is over this model's limit {limit}", field="max_new_tokens",
                           limit=limit)
@@ -293,7 +293,7 @@ class GenerationRunner(Runner):
 
         req = prepared.options
         enc = self._inputs(prepared)
-        kwargs = {"max_new_tokens": req.max_new_tokens or int(self.spec.generation.get("max_new_tokens", 20)),
+        kwargs = {"max_new_tokens": req.max_new_tokens or self.spec.max_new_tokens,
                   "do_sample": req.do_sample, "pad_token_id": self.tokenizer.pad_token_id}
         if req.min_new_tokens is not None:
             kwargs["min_new_tokens"] = min(req.min_new_tokens, kwargs["max_new_tokens"])
@@ -324,7 +324,7 @@ class SummarizationRunner(GenerationRunner):
 
         req = prepared.options
         enc = self._inputs(prepared)
-        kwargs = {"max_new_tokens": req.max_new_tokens or int(self.spec.generation.get("max_new_tokens", 20)),
+        kwargs = {"max_new_tokens": req.max_new_tokens or self.spec.max_new_tokens,
                   "do_sample": req.do_sample}
         min_new = req.min_new_tokens if req.min_new_tokens is not None else self.spec.generation.get("min_new_tokens")
         if min_new is not None:

@@ -255,7 +255,7 @@ def schema_patches(runtime: Runtime) -> dict[str, dict[str, dict[str, Any]]]:
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for name, m in runtime.models.items():
         if m.spec.task in ("text-generation", "summarization"):
-            out[name] = {"max_new_tokens": {"maximum": int(m.spec.generation.get("max_new_tokens_limit", 256))}}
+            out[name] = {"max_new_tokens": {"maximum": m.spec.max_new_tokens_limit}}
         if m.spec.task == "fill-mask" and m.runner is not None and m.runner.tokenizer.mask_token:
             out[name] = {"inputs": {"pattern": re.escape(m.runner.tokenizer.mask_token)}}
     return out
