@@ -105,7 +105,7 @@ def _sciq(ctx: Context, n: int) -> list[dict]:
 
 _SQUAD_COLUMNS = {"id": "string", "title": "string", "context": "string", "question": "string",
                   "answers": "Sequence({text: string, answer_start: int32})"}
-_SQUAD_BYTES = "answers are spans of the context; validation-style: three answers per question"
+_SQUAD_NOTES = "answers are spans of the context; validation-style: three answers per question"
 
 
 def _squad_targets(source: str) -> tuple[Target, ...]:
@@ -120,7 +120,7 @@ SPECS = (
     Spec(name="squad", hub_id="squad", config=None, split="validation", tasks=("question-answering",),
          columns=_SQUAD_COLUMNS, targets=_squad_targets(SQUAD_PAPER), hub_bytes_per_row=990.8, hub_script="squad",
          paper_usage="pipeline('question-answering')({'question': row['question'], 'context': row['context']})",
-         notes=_SQUAD_BYTES + "; 5 questions share each context.", make=_squad),
+         notes=_SQUAD_NOTES + "; 5 questions share each context.", make=_squad),
     Spec(name="squad_v2", hub_id="squad_v2", config=None, split="validation", tasks=("question-answering",),
          columns=_SQUAD_COLUMNS,
          targets=_squad_targets(SQUAD2_PAPER) + (
@@ -128,7 +128,7 @@ SPECS = (
                     "5,945 of 11,873 dev questions unanswerable (empty answers)", SQUAD2_PAPER),),
          hub_bytes_per_row=982.1, hub_script="squad_v2",
          paper_usage="pipeline('question-answering')({'question': row['question'], 'context': row['context']})",
-         notes=_SQUAD_BYTES + "; about half the questions have no answer, as in the dev set.", make=_squad_v2),
+         notes=_SQUAD_NOTES + "; about half the questions have no answer, as in the dev set.", make=_squad_v2),
     Spec(name="sciq", hub_id="sciq", config=None, split="test", tasks=("question-answering",),
          columns={"question": "string", "distractor3": "string", "distractor1": "string", "distractor2": "string",
                   "correct_answer": "string", "support": "string"},
