@@ -32,8 +32,7 @@ class Method(StrEnum):
         """One method for several figures: ``mixed`` when measured and estimated figures meet."""
         kinds = set(methods)
         if len(kinds) == 1:
-            (only,) = kinds
-            return cls.MIXED if only is cls.MIXED else only
+            return kinds.pop()
         return cls.MIXED if kinds else cls.ESTIMATED
 
 
