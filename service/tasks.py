@@ -256,14 +256,16 @@ class TokenClassificationRunner(Runner):
 
     auto_class = "AutoModelForTokenClassification"
 
-    def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
+    def __init__(self, spec: ModelSpec, device: str) -> None:
         from transformers import pipeline
 
-        pipe = getattr(self, "_pipe", None) or pipeline("token-classification", model=self.model,
-                                                         tokenizer=self.tokenizer, device=self.device,
-                                                         aggregation_strategy="simple")
-        self._pipe = pipe
-        out = pipe(prepared.texts)
+        super().__init__(spec, device)
+        # built once at load, so no request waits for it or has its construction inside its metered window
+        self.pipe = pipeline("token-classification", model=self.model, tokenizer=self.tokenizer, device=self.device,
+                             aggregation_strategy="simple")
+
+    def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
+        out = self.pipe(prepared.texts)
         results = [[{"entity_group": e["entity_group"], "score": float(e["score"]), "word": e["word"],
                      "start": e["start"], "end": e["end"]} for e in entities] for entities in out]
         return {"results": results}, 0
