@@ -113,7 +113,7 @@ def main() -> None:
         ts.begin(shadow)
         infer(kind)
         metering.end(ticket)
-        ts.end(shadow, metering._clock())
+        ts.end(shadow, metering.clock())
         kinds[ticket.request_id] = kind
     metering.stop(timeout_s=5.0)
     mixed = {}
