@@ -172,11 +172,14 @@ class Runner:
     def _inputs(self, prepared: Prepared) -> dict:
         return {k: v.to(self.device) for k, v in prepared.encoded.items()}
 
+    def _check_batch(self, inputs: list) -> None:
+        if len(inputs) > self.spec.max_batch:
+            raise TooLarge(f"at most {self.spec.max_batch} inputs per request, got {len(inputs)}",
+                           field="inputs", limit=self.spec.max_batch)
+
     def prepare(self, request: BaseModel) -> Prepared:
         texts = request.inputs
-        if len(texts) > self.spec.max_batch:
-            raise TooLarge(f"at most {self.spec.max_batch} inputs per request, got {len(texts)}",
-                           field="inputs", limit=self.spec.max_batch)
+        self._check_batch(texts)
         limit = self.spec.max_input_tokens
         encoded = self.tokenizer(texts, padding=True, truncation=False, return_tensors="pt")  # one pass, usually
         lengths = encoded["attention_mask"].sum(1).tolist()
@@ -349,9 +352,7 @@ class QuestionAnsweringRunner(Runner):
 
     def prepare(self, request: BaseModel) -> Prepared:
         pairs = request.inputs
-        if len(pairs) > self.spec.max_batch:
-            raise TooLarge(f"at most {self.spec.max_batch} inputs per request, got {len(pairs)}",
-                           field="inputs", limit=self.spec.max_batch)
+        self._check_batch(pairs)
         questions, contexts = [p.question for p in pairs], [p.context for p in pairs]
         limit = self.spec.max_input_tokens
         lengths = [len(ids) for ids in self.tokenizer(questions, contexts, truncation=False)["input_ids"]]
