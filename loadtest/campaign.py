@@ -224,7 +224,7 @@ def run_campaign(campaign: Campaign, out_dir: Path, *, dry_run: bool = False, pr
             run_dir = out_dir / "runs" / run.run_id
             shutil.rmtree(run_dir, ignore_errors=True)
             payloads = bodies(campaign, prepared, run.model, run.dataset, run.generation, server_models[run.model])
-            meta = _metadata(campaign, prepared, run, server_models[run.model], system, url, embedded is not None)
+            meta = run_metadata(campaign, prepared, run, server_models[run.model], system, url, embedded is not None)
             per_run = _progress(len(payloads), run.run_id[:40], 1, progress)
 
             def advance(n: int, per_run=per_run) -> None:
@@ -232,7 +232,7 @@ def run_campaign(campaign: Campaign, out_dir: Path, *, dry_run: bool = False, pr
                 overall.update(n)
 
             state = replay.RunState(meta, f"/v1/models/{run.model}/infer", payloads,
-                                    [payloads[i % len(payloads)] for i in range(campaign.warmup)], run_dir, client,
+                                    campaign.warmup, run_dir, client,
                                     embedded.exit_reason if embedded else None, advance)
             result = replay.replay_run(state, url)
             per_run.close()
@@ -253,7 +253,7 @@ def run_campaign(campaign: Campaign, out_dir: Path, *, dry_run: bool = False, pr
     return results
 
 
-def _metadata(campaign: Campaign, prepared: Prepared, run: PlannedRun, model: dict[str, Any],
+def run_metadata(campaign: Campaign, prepared: Prepared, run: PlannedRun, model: dict[str, Any],
               system: dict[str, Any], url: str, embedded: bool) -> dict[str, Any]:
     spec, loaded = campaign.datasets[run.dataset], prepared.loaded[run.dataset]
     machine = system["machine"]

@@ -23,6 +23,7 @@ from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtest.jsonl import read_objects
 from loadtest.replay import JSON_HEADERS, energy_fields, now_iso, write_json_atomic
 from loadtest.server import ServerClient, ServerError, Snapshot
 
@@ -44,6 +45,12 @@ class LoadPlan:
     _file: Any = None
     marks: list[tuple[int, int, float, Snapshot | None]] = field(default_factory=list)  # stage, users, t, counters
     records: int = 0
+    client: ServerClient | None = None  # reads the device counters at stage marks (local runner or master)
+    meta: dict[str, Any] | None = None  # run.json (local runner or master)
+    finishing: Any = None  # the greenlet that writes the results after test_stop (a master kept alive)
+    finished: bool = False
+    reporting: set[str] = field(default_factory=set)  # workers that sent records (master)
+    flushed: set[str] = field(default_factory=set)  # workers whose final records reached the master
 
     def next_body(self) -> bytes:
         return self.bodies[next(self._cursor) % len(self.bodies)]  # round-robin over the samples
@@ -139,7 +146,7 @@ class StagesShape(LoadTestShape):
 
 def mark_stage(plan: LoadPlan, index: int, users: int) -> None:
     """Note when a stage begins, with the device counters then (read in a greenlet: tick() must not block)."""
-    client = getattr(plan, "client", None)
+    client = plan.client
     plan.marks.append((index, users, time.time(), None))
     if client is not None:
         slot = len(plan.marks) - 1
@@ -156,27 +163,53 @@ def mark_stage(plan: LoadPlan, index: int, users: int) -> None:
         gevent.spawn(read)
 
 
-@events.report_to_master.add_listener
-def _send_records(client_id: str, data: dict[str, Any]) -> None:
-    env = getattr(_send_records, "environment", None)
-    plan = getattr(env, "wattserve_load", None) if env is not None else None
-    if plan is not None:
-        data["wattserve_records"] = plan.take_pending()
-
-
-@events.worker_report.add_listener
-def _receive_records(client_id: str, data: dict[str, Any]) -> None:
-    env = getattr(_receive_records, "environment", None)
-    plan = getattr(env, "wattserve_load", None) if env is not None else None
-    records = data.get("wattserve_records")
-    if plan is not None and records:
-        plan.write(records)
+RECORDS = "wattserve_records"
 
 
 @events.init.add_listener
-def _remember_environment(environment: Environment, **_: Any) -> None:
-    _send_records.environment = environment
-    _receive_records.environment = environment
+def _wire_records(environment: Environment, runner=None, **_: Any) -> None:
+    """Distributed: a worker's per-request records reach the master's results with its regular reports, and once
+    more as a message when it stops (its next report would come after it told the master it had stopped, and be
+    discarded: the requests of the last seconds were lost)."""
+
+    def plan() -> LoadPlan | None:
+        return getattr(environment, "wattserve_load", None)
+
+    def send(client_id: str, data: dict[str, Any]) -> None:
+        if (p := plan()) is not None:
+            data[RECORDS] = p.take_pending()
+
+    def receive(client_id: str, data: dict[str, Any]) -> None:
+        if (p := plan()) is not None and RECORDS in data:
+            p.reporting.add(client_id)
+            if data[RECORDS]:
+                p.write(data[RECORDS])
+
+    def flush(**_: Any) -> None:  # on a worker, when its users have stopped: always, so the master can count
+        if isinstance(environment.runner, WorkerRunner) and (p := plan()) is not None:
+            environment.runner.send_message(RECORDS, p.take_pending())
+
+    def flushed(environment: Environment, msg: Any, **_: Any) -> None:  # on the master
+        receive(msg.node_id, {RECORDS: msg.data})
+        if (p := plan()) is not None:
+            p.flushed.add(msg.node_id)
+
+    environment.events.report_to_master.add_listener(send)
+    environment.events.worker_report.add_listener(receive)
+    environment.events.test_stop.add_listener(flush)
+    if isinstance(runner, MasterRunner):
+        runner.register_message(RECORDS, flushed)
+
+
+def await_workers(plan: LoadPlan, timeout_s: float) -> None:
+    """On the master after test_stop: wait until every worker that reported has sent its last records (the
+    master's own list of workers is no guide: it drops a worker when it stops, or when a heartbeat is late)."""
+    deadline = time.monotonic() + timeout_s
+    while not plan.reporting <= plan.flushed and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    if not plan.reporting <= plan.flushed:
+        log.warning("workers %s sent no final records within %.0f s", sorted(plan.reporting - plan.flushed),
+                    timeout_s)
 
 
 def stage_stats(plan: LoadPlan, records: list[dict[str, Any]], finals: dict[str, dict[str, Any]]) -> list[dict]:
@@ -209,15 +242,17 @@ def stage_stats(plan: LoadPlan, records: list[dict[str, Any]], finals: dict[str,
     return stages
 
 
-def finish_load(plan: LoadPlan, meta: dict[str, Any], run_dir: Path, client: ServerClient) -> dict[str, Any]:
-    """After the stages: final figures of every answered request, per-stage statistics, run.json."""
+def finish_load(plan: LoadPlan) -> dict[str, Any]:
+    """After the stages: final figures of every answered request, per-stage statistics, run.json (once)."""
+    meta, run_dir, client = plan.meta, plan.results.parent, plan.client
+    if plan.finished:
+        return meta
+    plan.finished = True
     plan.close()
     deadline = time.monotonic() + 15  # the last stage mark's counter read runs in a greenlet
     while plan.marks and plan.marks[-1][3] is None and time.monotonic() < deadline:
         gevent.sleep(0.05)
-    records = []
-    if plan.results is not None and plan.results.exists():
-        records = [json.loads(line) for line in plan.results.read_text().splitlines() if line.strip()]
+    records = read_objects(plan.results) if plan.results.exists() else []
     finals: dict[str, dict[str, Any]] = {}
     reason = None
     try:
@@ -239,34 +274,46 @@ def finish_load(plan: LoadPlan, meta: dict[str, Any], run_dir: Path, client: Ser
     return meta
 
 
+def new_plan(campaign, prepared, entry, server_models: dict, system: dict, url: str, results: Path | None,
+             stages: list[dict], *, embedded: bool = False, distributed: bool = False, wait_s: float = 0.0,
+             client: ServerClient | None = None) -> LoadPlan:
+    """A load plan for one entry; with ``results`` (a local runner or the master) also its run.json, written."""
+    from loadtest import campaign as camp
+    from loadtest.spec import run_id
+
+    rid = run_id(entry.model, entry.dataset, None)
+    plan = LoadPlan(f"/v1/models/{entry.model}/infer",
+                    camp.bodies(campaign, prepared, entry.model, entry.dataset, entry.generation,
+                                server_models[entry.model]),
+                    stages, name=rid, wait_s=wait_s, client=client,
+                    results=None if results is None else results / "requests.jsonl")
+    if results is not None:
+        planned = camp.PlannedRun(rid, entry.model, entry.dataset, 1, entry.generation)
+        plan.meta = camp.run_metadata(campaign, prepared, planned, server_models[entry.model], system, url, embedded)
+        plan.meta.update(kind="load", started_at=now_iso(), stages_spec=stages, distributed=distributed)
+        results.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(results / "run.json", plan.meta)
+    return plan
+
+
 def load_run(campaign, prepared, entry, server_models, system, url, out_dir: Path, client: ServerClient,
              embedded: bool) -> dict[str, Any]:
     """One load campaign entry, in this process (library mode)."""
     import shutil
 
-    from loadtest import campaign as camp
     from loadtest.spec import run_id
 
-    rid = run_id(entry.model, entry.dataset, 1).replace("__rep01", "__load")
-    run_dir = out_dir / "runs" / rid
+    run_dir = out_dir / "runs" / run_id(entry.model, entry.dataset, None)
     shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    planned = camp.PlannedRun(rid, entry.model, entry.dataset, 1, entry.generation)
-    meta = camp._metadata(campaign, prepared, planned, server_models[entry.model], system, url, embedded)
-    meta.update(kind="load", started_at=now_iso(), stages_spec=[s.model_dump() for s in entry.stages])
-    write_json_atomic(run_dir / "run.json", meta)
-    plan = LoadPlan(f"/v1/models/{entry.model}/infer",
-                    camp.bodies(campaign, prepared, entry.model, entry.dataset, entry.generation,
-                                server_models[entry.model]),
-                    [s.model_dump() for s in entry.stages], name=rid, results=run_dir / "requests.jsonl")
-    plan.client = client
+    plan = new_plan(campaign, prepared, entry, server_models, system, url, run_dir,
+                    [s.model_dump() for s in entry.stages], embedded=embedded, client=client)
     # stop_timeout: users stop between requests, never mid-request, so every request the server ran is recorded
     env = Environment(user_classes=[LoadUser], shape_class=StagesShape(), host=url, stop_timeout=60.0)
     env.wattserve_load = plan
     runner = env.create_local_runner()
     runner.start_shape()
     wait_until_stopped(runner)
-    return finish_load(plan, meta, run_dir, client)
+    return finish_load(plan)
 
 
 def wait_until_stopped(runner) -> None:

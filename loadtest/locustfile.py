@@ -18,10 +18,8 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtest import campaign as camp
 from loadtest import locust_options
-from loadtest.load import LoadPlan, LoadUser, StagesShape, finish_load
-from loadtest.replay import now_iso, write_json_atomic
+from loadtest.load import LoadPlan, LoadUser, StagesShape, await_workers, finish_load, new_plan
 
 log = logging.getLogger(__name__)
 __all__ = ["LoadUser", "StagesShape"]
@@ -44,54 +42,34 @@ def _plan(environment, **_) -> None:
     worker = isinstance(environment.runner, WorkerRunner)
     campaign, prepared, server_models, system, client, results = locust_options.build(
         options, environment.host, "load")
-    entry = campaign.load[0]
     stages = [] if worker else locust_options.stages_from(options.wattserve_stages, options.num_users,
                                                           options.spawn_rate, options.run_time)
-    plan = LoadPlan(f"/v1/models/{entry.model}/infer",
-                    camp.bodies(campaign, prepared, entry.model, entry.dataset, entry.generation,
-                                server_models[entry.model]),
-                    stages, name=entry.model, wait_s=options.wattserve_wait_s,
-                    results=None if worker else results / "requests.jsonl")
-    plan.client = client
-    if not worker:
-        rid = f"{entry.model}__{entry.dataset}__load"
-        planned = camp.PlannedRun(rid, entry.model, entry.dataset, 1, entry.generation)
-        meta = camp._metadata(campaign, prepared, planned, server_models[entry.model], system, environment.host,
-                              False)
-        meta.update(kind="load", started_at=now_iso(), stages_spec=stages,
-                    distributed=isinstance(environment.runner, MasterRunner))
-        results.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(results / "run.json", meta)
-        plan.meta = meta
+    plan = new_plan(campaign, prepared, campaign.load[0], server_models, system, environment.host,
+                    None if worker else results, stages, distributed=isinstance(environment.runner, MasterRunner),
+                    wait_s=options.wattserve_wait_s, client=client)
     environment.wattserve_load = plan
 
 
 @events.test_stop.add_listener
 def _stopped(environment, **_) -> None:
-    """A master kept alive after its run (--autostart in Kubernetes) writes its results now; workers send their
-    last records with their final report, so wait a report interval first."""
+    """Write the results now (a master kept alive after its run, --autostart in Kubernetes, never quits); a master
+    first waits for every worker's last records, sent when its users have stopped."""
     plan = getattr(environment, "wattserve_load", None)
-    if plan is None or isinstance(environment.runner, WorkerRunner) or not hasattr(plan, "meta"):
-        return
-    delay_s = 4.0 if isinstance(environment.runner, MasterRunner) else 0.0
-    plan.finishing = gevent.spawn_later(delay_s, _finish_once, plan)
+    if plan is not None and plan.meta is not None:
+        plan.finishing = gevent.spawn(_finish, plan, (environment.stop_timeout or 0) + 30)
 
 
 @events.quitting.add_listener
-def _finish(environment, **_) -> None:
+def _quitting(environment, **_) -> None:
     plan = getattr(environment, "wattserve_load", None)
-    if plan is None or isinstance(environment.runner, WorkerRunner) or not hasattr(plan, "meta"):
-        return
-    finishing = getattr(plan, "finishing", None)
-    if finishing is not None:
-        finishing.join()
-    else:
-        _finish_once(plan)
+    if plan is not None and plan.meta is not None:
+        if plan.finishing is not None:
+            plan.finishing.join()
+        else:
+            _finish(plan)
 
 
-def _finish_once(plan: LoadPlan) -> None:
-    if getattr(plan, "finished", False):
-        return
-    plan.finished = True
-    meta = finish_load(plan, plan.meta, plan.results.parent, plan.client)
+def _finish(plan: LoadPlan, timeout_s: float = 0.0) -> None:
+    await_workers(plan, timeout_s)
+    meta = finish_load(plan)
     log.info("wattserve: %s, %s requests; results in %s", meta["status"], meta["requests"], plan.results.parent)

@@ -38,9 +38,9 @@ def _plan(environment, **_) -> None:
         options, environment.host, "replay")
     run = prepared.runs[0]
     payloads = camp.bodies(campaign, prepared, run.model, run.dataset, run.generation, server_models[run.model])
-    meta = camp._metadata(campaign, prepared, run, server_models[run.model], system, environment.host, False)
+    meta = camp.run_metadata(campaign, prepared, run, server_models[run.model], system, environment.host, False)
     environment.wattserve_run = RunState(meta, f"/v1/models/{run.model}/infer", payloads,
-                                         [payloads[i % len(payloads)] for i in range(campaign.warmup)],
+                                         campaign.warmup,
                                          results, client)
 
 

@@ -56,10 +56,11 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 class RunState:
     """One run: its samples, the cursor, the results file, the window and the outcome."""
 
-    def __init__(self, meta: dict[str, Any], path: str, bodies: list[bytes], warmup: list[bytes], run_dir: Path,
+    def __init__(self, meta: dict[str, Any], path: str, bodies: list[bytes], warmup: int, run_dir: Path,
                  client: ServerClient, server_alive: Callable[[], str] | None = None,
                  progress: Callable[[int], None] | None = None) -> None:
-        self.meta, self.path, self.bodies, self.warmup = meta, path, bodies, warmup
+        self.meta, self.path, self.bodies = meta, path, bodies
+        self.warmup = [bodies[i % len(bodies)] for i in range(warmup)]  # the run's first samples, unmeasured
         self.run_dir, self.client, self.server_alive, self.progress = run_dir, client, server_alive, progress
         self.cursor = 0
         self.failed: str | None = None

@@ -123,9 +123,10 @@ class Campaign(_Strict):
         return self
 
 
-def run_id(model: str, dataset: str, repetition: int) -> str:
+def run_id(model: str, dataset: str, repetition: int | None) -> str:
+    """Folder name of a run: ``<model>__<dataset>__repNN``, or ``__load`` for a load run (no repetition)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{model}__{dataset}")
-    return f"{safe}__rep{repetition:02d}"
+    return f"{safe}__load" if repetition is None else f"{safe}__rep{repetition:02d}"
 
 
 def presets() -> dict[str, Path]:
