@@ -112,9 +112,10 @@ def load(source: str, n: int, *, seed: int = 0, config: str | None = None, split
         from loadtest import bundled
 
         name = source.split(":", 1)[1]
-        if name not in bundled.names():
-            raise DatasetError(f"no bundled dataset {name!r}; bundled: {', '.join(bundled.names())}")
-        imitates = bundled.describe(name).get("imitates") or {}
+        try:  # bundled knows its names and aliases (glue/sst2, cnn_dailymail/3.0.0, ...)
+            imitates = bundled.describe(name).get("imitates") or {}
+        except bundled.UnknownDatasetError:
+            raise DatasetError(f"no bundled dataset {name!r}; bundled: {', '.join(bundled.names())}") from None
         twin = "/".join(str(imitates[k]) for k in ("hub_id", "config", "split") if imitates.get(k)) or name
         size = max(n, 1000)
         rows: Sequence[dict[str, Any]] = bundled.load(name, n=size, seed=0)
