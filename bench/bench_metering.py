@@ -100,44 +100,49 @@ def score(n: int, streams: int, tick_s: float, seed: int, time_share: bool) -> d
             "learned_w": {k: round(v, 1) for k, v in metering.attributor.models["sim0"].snapshot().items()}}
 
 
-def overhead(items: int, rounds: int) -> dict:
-    """Median wall time per block of ~5 ms work items, metered (sampler running, each item tracked) vs not."""
+def overhead(block_s: float, rounds: int) -> dict:
+    """Wall time of blocks of ~5 ms work items, metered vs not, in adjacent pairs of alternating order.
+
+    A metered block is everything metering costs: the sampler thread is started, every item is tracked, and the
+    sampler is stopped with its final read (which finalises the block's last requests) inside the timed region.
+    Blocks last ``block_s`` (about ten sampler wake-ups), so the sampler's work is inside them, not around them.
+    """
     import torch
 
     from service.energy.meters.factory import detect_meters
 
     a = torch.randn(256, 256)
+    reps = 1
 
     def work() -> None:
         for _ in range(reps):
             a @ a
 
-    reps = 1
-    t = time.perf_counter()
-    while time.perf_counter() - t < 0.2:
-        work()
-        reps += 1  # calibrate: one item ~ 5 ms
-    t = time.perf_counter()
-    for _ in range(20):
-        work()
-    item_s = (time.perf_counter() - t) / 20
-    reps = max(1, round(reps * 0.005 / max(item_s, 1e-6)))
+    def item_s() -> float:
+        times = []
+        for _ in range(30):
+            t = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    for _ in range(3):  # calibrate: one item ~ 5 ms
+        reps = max(1, round(reps * 0.005 / max(item_s(), 1e-6)))
+    items = max(20, round(block_s / item_s()))
     metering = Metering(detect_meters().meters)
 
     def block(metered: bool) -> float:
+        t0 = time.perf_counter()
         if metered:
             metering.sampler.start()
-        t0 = time.perf_counter()
-        for _ in range(items):
-            if metered:
+            for _ in range(items):
                 with metering.track("bench", "matmul", tokens_in=256):
                     work()
-            else:
-                work()
-        elapsed = time.perf_counter() - t0
-        if metered:
             metering.sampler.stop()
-        return elapsed
+        else:
+            for _ in range(items):
+                work()
+        return time.perf_counter() - t0
 
     block(False), block(True)  # warm up
     # as a server does after start-up (wattserve does it once models are loaded): freeze the long-lived objects
@@ -152,8 +157,8 @@ def overhead(items: int, rounds: int) -> dict:
         m, p = (y, x) if second else (x, y)
         ratios.append(m / p)
         plain.append(p)
-        n1, n2 = block(False), block(False)  # the same measurement with nothing to find: the noise floor
-        null_ratios.append(n1 / n2)
+        if r % 2 == 0:  # the same measurement with nothing to find: the noise floor
+            null_ratios.append(block(False) / block(False))
     # the provisional figure is computed on demand (the service asks for it once, for the response headers)
     metering.sampler.start()
     costs = []
@@ -165,9 +170,13 @@ def overhead(items: int, rounds: int) -> dict:
         metering.result(ticket)
         costs.append(time.perf_counter() - t0)
     metering.stop(timeout_s=1.0)
+    ratios.sort()
+    k = len(ratios) // 4
     return {"item_ms": round(statistics.median(plain) / items * 1e3, 3),
+            "items_per_block": items,
             "provisional_us": round(statistics.median(costs) * 1e6, 1),
             "overhead_ratio": statistics.median(ratios),
+            "overhead_ratio_iqr": [round(ratios[k], 4), round(ratios[-k - 1], 4)],
             "noise_floor_ratio": statistics.median(null_ratios),
             "devices": [d.id for d in metering.devices.values()]}
 
@@ -177,8 +186,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=3000, help="requests per stream")
     ap.add_argument("--tick-s", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--overhead-items", type=int, default=20)
-    ap.add_argument("--overhead-rounds", type=int, default=60)
+    ap.add_argument("--overhead-block-s", type=float, default=1.0)
+    ap.add_argument("--overhead-rounds", type=int, default=30)
     args = ap.parse_args()
     report: dict = {"tick_s": args.tick_s, "scenarios": {}}
     worst, worst_ts, cons = 0.0, 0.0, 0.0
@@ -192,11 +201,12 @@ def main() -> None:
         for label, result in (("learned", learned), ("time share", naive)):
             errors = "  ".join(f"{k}: {v['rel_error']:+.2%}" for k, v in result["per_class"].items())
             print(f"{name:12s} {label:10s} {errors}   power model {result['learned_w']}")
-    oh = overhead(args.overhead_items, args.overhead_rounds)
+    oh = overhead(args.overhead_block_s, args.overhead_rounds)
     print(f"overhead: {oh}")
     print(json.dumps({
         "overhead_ratio": round(oh["overhead_ratio"], 4),
         "overhead_item_ms": oh["item_ms"],
+        "overhead_ratio_iqr": oh["overhead_ratio_iqr"],
         "overhead_noise_floor_ratio": round(oh["noise_floor_ratio"], 4),
         "provisional_figure_us": oh["provisional_us"],
         "attribution_max_rel_error": round(worst, 4),

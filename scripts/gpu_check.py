@@ -99,7 +99,7 @@ def main() -> None:
     naive: dict[str, dict] = {}
     ts = Attributor(metering.devices.values(), lambda r, s: naive.__setitem__(r.request_id, s), time_share=True)
     learned_sink = metering.sampler._sink
-    metering.sampler._sink = lambda *a: (learned_sink(*a), ts.on_interval(*a))
+    metering.sampler._sink = lambda batch: (learned_sink(batch), ts.on_intervals(batch))
     finals: dict[str, object] = {}
     metering.subscribe(lambda rec: finals.__setitem__(rec.request_id, rec))
     metering.start()

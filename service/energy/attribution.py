@@ -29,11 +29,39 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from service.energy.types import DeviceInfo, Edge
+
+
+def solve_linear(a: list[list[float]], b: list[float]) -> list[float]:
+    """``x`` with ``a @ x == b``: Gaussian elimination with partial pivoting in plain Python for the few regressors
+    a device usually has (numpy's per-call overhead dominates below ~20), numpy beyond. Raises LinAlgError."""
+    n = len(b)
+    if n > 20:
+        return np.linalg.solve(np.array(a), np.array(b)).tolist()
+    m = [row[:] + [rhs] for row, rhs in zip(a, b, strict=True)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(m[r][c]))
+        if not abs(m[p][c]) > 1e-300:  # also catches NaN
+            raise np.linalg.LinAlgError("singular matrix")
+        m[c], m[p] = m[p], m[c]
+        pivot = m[c]
+        inv = 1.0 / pivot[c]
+        for r in range(c + 1, n):
+            row = m[r]
+            k = row[c] * inv
+            if k:
+                for j in range(c, n + 1):
+                    row[j] -= k * pivot[j]
+    x = [0.0] * n
+    for c in range(n - 1, -1, -1):
+        row = m[c]
+        x[c] = (row[n] - sum(row[j] * x[j] for j in range(c + 1, n))) / row[c]
+    return x
 
 
 class PowerModel:
@@ -46,95 +74,132 @@ class PowerModel:
     """
 
     def __init__(self, *, forget: float = 0.998, idle_forget: float = 0.995, ridge: float = 1e-3,
-                 min_quiet_s: float = 0.5, max_classes: int = 256) -> None:
+                 min_quiet_s: float = 0.5, max_classes: int = 256, solve_every: int = 8,
+                 warmup_updates: int = 100, constant_w: float | None = None) -> None:
         self._forget, self._idle_forget, self._ridge = forget, idle_forget, ridge
         self._min_quiet_s, self._max_classes = min_quiet_s, max_classes
+        self._solve_every, self._warmup = solve_every, warmup_updates
         self._index: dict[str, int] = {}
-        self._a = np.zeros((1, 1))  # normal equations over [dt, tau_1..tau_K]
-        self._b = np.zeros(1)
-        self._seen_s = np.zeros(1)  # seconds of data per regressor
-        self._theta = np.zeros(1)
+        # normal equations over [dt, tau_1..tau_K], plain lists (a handful of regressors: numpy's per-call cost
+        # dominates at this size), stored divided by the forgetting applied so far (``_scale``): an update then
+        # touches only the regressors present in the interval, not the whole matrix
+        self._a: list[list[float]] = [[0.0]]
+        self._b: list[float] = [0.0]
+        self._scale = 1.0
+        self._seen_s = [0.0]  # seconds of data per regressor
+        self._theta = [0.0]
         self._quiet_j = self._quiet_s = 0.0
-        self._dirty = False
+        self._pending = 0  # updates since the last solve
+        self._young = 0  # updates since a class was last added: the fit moves fast until it is warm
+        self._grown = False  # a class was added since the last solve
         self._idle_w, self._active_w, self._mean_w = 0.0, {}, None
+        self._fixed = constant_w is not None  # a known constant draw: all baseline, nothing to learn
+        if self._fixed:
+            self._idle_w, self._mean_w = float(constant_w), 0.0
 
     def _col(self, work_class: str) -> int | None:
         col = self._index.get(work_class)
         if col is None and len(self._index) < self._max_classes:
             col = len(self._index) + 1
             self._index[work_class] = col
-            n = col + 1
-            a, b, s, t = np.zeros((n, n)), np.zeros(n), np.zeros(n), np.zeros(n)
-            a[:-1, :-1], b[:-1], s[:-1], t[:-1] = self._a, self._b, self._seen_s, self._theta
-            self._a, self._b, self._seen_s, self._theta = a, b, s, t
+            for row in self._a:
+                row.append(0.0)
+            self._a.append([0.0] * (col + 1))
+            self._b.append(0.0)
+            self._theta.append(0.0)
+            self._seen_s.append(0.0)
+            self._grown, self._young = True, 0
         return col
 
     def update(self, dt_s: float, tau_s: dict[str, float], energy_j: float, quiet: bool = False) -> None:
         """Add one interval: ``dt_s`` long, class ``k`` ran ``tau_s[k]`` seconds in it, the device used ``energy_j``.
         ``quiet``: nothing ran in or near it, so it measures the idle draw alone."""
+        if self._fixed:
+            return
         if quiet:
             self._quiet_j = self._quiet_j * self._idle_forget + energy_j
             self._quiet_s = self._quiet_s * self._idle_forget + dt_s
-        cols = [(self._col(k), v) for k, v in tau_s.items()]  # may grow the matrices first
-        x = np.zeros(len(self._b))
-        x[0] = dt_s
-        for col, v in cols:
-            if col is not None:
-                x[col] += v
-        self._a *= self._forget
-        self._b *= self._forget
-        self._a += np.outer(x, x)
-        self._b += x * energy_j
-        self._seen_s += x
-        self._dirty = True
+        x = [(0, dt_s)]
+        for k, v in tau_s.items():
+            col = self._col(k)
+            if col is not None and v > 0:
+                x.append((col, v))
+        self._scale *= self._forget
+        if self._scale < 1e-150:  # fold the forgetting into the sums before 1/scale overflows
+            f = self._scale
+            self._a = [[v * f for v in row] for row in self._a]
+            self._b = [v * f for v in self._b]
+            self._scale = 1.0
+        w = 1.0 / self._scale  # new data, relative to the stored (unforgotten) sums
+        a, b, seen = self._a, self._b, self._seen_s
+        for i, xi in x:
+            b[i] += w * xi * energy_j
+            seen[i] += xi
+            row = a[i]
+            for j, xj in x:
+                row[j] += w * xi * xj
+        self._young += 1
+        self._pending += 1
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-fit if there is new data: at once with ``force``; at every update for ``warmup_updates`` after a
+        class first appears (the fit moves fast then); otherwise every ``solve_every`` updates (a warm fit forgets
+        slowly, so a few intervals barely move it)."""
+        if not self._pending:
+            return
+        if force or self._grown or self._young <= self._warmup or self._pending >= self._solve_every:
+            self._solve()
 
     def _solve(self) -> None:
-        if not self._dirty:
-            return
-        n = len(self._b)
-        seen = self._seen_s[1:] > 0
-        prior = self._theta.copy()
-        if seen.any():  # unseen classes are pulled towards the mean of the seen ones
-            prior[1:][~seen] = float(np.mean(self._theta[1:][seen]))
-        rho = self._ridge * np.diag(self._a) + 1e-12  # scale-free: relative to each regressor's own data
-        a, b = self._a + np.diag(rho), self._b + rho * prior
+        n, f, seen, old = len(self._b), self._scale, self._seen_s, self._theta
+        known = [old[c] for c in range(1, n) if seen[c] > 0]
+        mean = sum(known) / len(known) if known else 0.0
+        prior = [old[0]] + [old[c] if seen[c] > 0 else mean for c in range(1, n)]  # unseen: the seen ones' mean
+        a = [[v * f for v in row] for row in self._a]
+        b = [v * f for v in self._b]
+        for i in range(n):
+            rho = self._ridge * a[i][i] + 1e-12  # scale-free: relative to each regressor's own data
+            a[i][i] += rho
+            b[i] += rho * prior[i]
         try:
             if self._quiet_s >= self._min_quiet_s:  # idle known from quiet time: fit the active part only
                 idle = self._quiet_j / self._quiet_s
-                theta = np.empty(n)
-                theta[0] = idle
+                theta = [idle]
                 if n > 1:
-                    theta[1:] = np.linalg.solve(a[1:, 1:], b[1:] - a[1:, 0] * idle)
+                    theta += solve_linear([row[1:] for row in a[1:]], [b[i] - a[i][0] * idle for i in range(1, n)])
             else:
-                theta = np.linalg.solve(a, b)
+                theta = solve_linear(a, b)
         except np.linalg.LinAlgError:
             theta = prior
-        self._theta = np.clip(theta, 0.0, None)
-        self._dirty = False
-        # plain floats for the hot path: numpy scalar access costs microseconds per call
-        values, seen_list = self._theta.tolist(), self._seen_s.tolist()
-        self._idle_w = values[0]
-        self._active_w = {k: values[c] for k, c in self._index.items() if seen_list[c] > 0}
+        self._theta = [v if v > 0.0 else 0.0 for v in theta]
+        self._pending, self._grown = 0, False
+        self._idle_w = self._theta[0]
+        self._active_w = {k: self._theta[c] for k, c in self._index.items() if seen[c] > 0}
         self._mean_w = sum(self._active_w.values()) / len(self._active_w) if self._active_w else None
+
+    def fitted(self) -> tuple[float, dict[str, float], float | None]:
+        """(idle watts, active watts per class, mean active watts) as last fitted, refreshed at the cadence."""
+        self.refresh()
+        return self._idle_w, self._active_w, self._mean_w
 
     @property
     def idle_w(self) -> float:
-        self._solve()
+        self.refresh(force=True)
         return self._idle_w
 
     def active_w(self, work_class: str) -> float | None:
         """Learned active watts of a class; the mean of the known classes for a new one; None with no data."""
-        self._solve()
+        self.refresh(force=True)
         return self._active_w.get(work_class, self._mean_w)
 
     def snapshot(self) -> dict[str, float]:
-        self._solve()
+        self.refresh(force=True)
         return {"idle_w": self._idle_w, **self._active_w}
 
 
-@dataclass(frozen=True, slots=True)
-class Share:
-    """One request's energy on one device, joules; ``occupancy_s`` is its fair share of device time."""
+class Share(NamedTuple):
+    """One request's energy on one device, joules; ``occupancy_s`` is its fair share of device time.
+    (A NamedTuple: one is built per request and device on the sampler thread.)"""
 
     active_j: float = 0.0
     idle_j: float = 0.0
@@ -163,18 +228,31 @@ class DeviceTotals:
 
 
 class Request:
-    """A request being attributed. The metering facade subclasses it to carry the record's metadata."""
+    """A request being attributed. The metering facade subclasses it to carry the record's metadata.
+
+    ``work_class`` may be None at :meth:`Attributor.begin`: it is then resolved by :meth:`default_work_class`
+    on the sampler thread, off the request path.
+    """
 
     __slots__ = ("request_id", "work_class", "devices", "start_s", "end_s", "acc", "expired")
 
-    def __init__(self, request_id: str, work_class: str, devices: frozenset[str], start_s: float) -> None:
+    def __init__(self, request_id: str, work_class: str | None, devices: frozenset[str], start_s: float) -> None:
         self.request_id, self.work_class, self.devices, self.start_s = request_id, work_class, devices, start_s
         self.end_s: float | None = None
-        self.acc: dict[str, list] = {}  # device -> [active_j, idle_j, occupancy_s, degraded]
+        self.acc: dict[str, list] | None = None  # device -> [active_j, idle_j, occupancy_s, degraded]; made lazily
         self.expired = False  # finalised from estimates because a meter went stale
 
+    def default_work_class(self) -> str:
+        return ""
+
+    def resolved_class(self) -> str:
+        wc = self.work_class
+        if wc is None:
+            wc = self.work_class = self.default_work_class()
+        return wc
+
     def share(self, dev: str) -> Share:
-        a = self.acc.get(dev)
+        a = self.acc.get(dev) if self.acc else None
         return Share(a[0], a[1], a[2], 0.0, a[3]) if a else Share()
 
 
@@ -206,6 +284,41 @@ def sweep(requests: Iterable[Request], e0: Edge, e1: Edge) -> tuple[list[Overlap
             spans.append((req, a, b))
     if not spans:
         return [], 0.0
+    if e0[1] <= e1[0]:  # the usual case, one request at a time: each instant has one runner, so no sweep
+        spans.sort(key=lambda span: span[1])
+        if all(spans[k][2] <= spans[k + 1][1] for k in range(len(spans) - 1)):
+            found, busy = [], 0.0
+            for req, a, b in spans:
+                ov = _membership_integral(b, e0, e1) - _membership_integral(a, e0, e1)
+                if ov > 0:
+                    found.append((req, ov, ov))
+                    busy += ov
+            return found, busy
+    return _sweep_events(spans, e0, e1)
+
+
+def _membership_integral(t: float, e0: Edge, e1: Edge) -> float:
+    """Integral of :func:`_membership` from the start of time to ``t``, for edges in order (``e0[1] <= e1[0]``):
+    a quadratic on each ramp, linear in between."""
+    p0, p1 = e0
+    if t <= p0:
+        return 0.0
+    if t < p1:
+        return (t - p0) ** 2 / (2.0 * (p1 - p0))
+    area = 0.5 * (p1 - p0)
+    q0, q1 = e1
+    if t <= q0:
+        return area + (t - p1)
+    area += q0 - p1
+    if t < q1:
+        d = t - q0
+        return area + d - d * d / (2.0 * (q1 - q0))
+    return area + 0.5 * (q1 - q0)
+
+
+def _sweep_events(spans: list[tuple[Request, float, float]], e0: Edge, e1: Edge) -> tuple[list[Overlap], float]:
+    """The general case of :func:`sweep`: an event sweep over request starts and ends and the ramps' corners."""
+    lo, hi = e0[0], e1[1]
     events = [(a, 1, i) for i, (_, a, _) in enumerate(spans)] + [(b, 0, i) for i, (_, _, b) in enumerate(spans)]
     events += [(t, 2, -1) for t in (e0[1], e1[0]) if lo < t < hi]  # ramp corners: no change in who runs
     events.sort()
@@ -231,8 +344,15 @@ def sweep(requests: Iterable[Request], e0: Edge, e1: Edge) -> tuple[list[Overlap
     return [(req, ov, occ) for (req, _, _), ov, occ in zip(spans, overlap, occupancy, strict=True) if ov > 0], busy
 
 
+Interval = tuple[str, Edge, Edge, float, bool]  # device id, first edge, last edge, joules, degraded
+
+
 class Attributor:
     """Per-request energy on every device, from sampled intervals. Thread-safe.
+
+    The request path (:meth:`begin`, :meth:`end`) takes no lock: each is one atomic dict or attribute operation
+    under the GIL, so a request never waits for the sampler thread's splitting. Everything that reads the open
+    requests works on a snapshot taken under ``_lock``.
 
     ``on_final(request, shares)`` is called (outside the lock, from the sampler thread) once every device of the
     request has covered it. ``time_share=True`` ignores the learned powers: the naive split, for comparison.
@@ -245,44 +365,52 @@ class Attributor:
         self._now = clock or time.perf_counter
         self.devices = {d.id: d for d in devices}
         self.all_devices = frozenset(self.devices)
-        self.models = {d: model_factory() for d in self.devices}
+        self.models = {d.id: model_factory() if d.constant_w is None else PowerModel(constant_w=d.constant_w)
+                       for d in self.devices.values()}
         self.totals = {d: DeviceTotals() for d in self.devices}
         self._on_final = on_final
         self._stale_after_s = stale_after_s
         self._time_share = time_share
         self._lock = threading.Lock()
-        self._open: dict[str, Request] = {}
-        self._running = 0  # requests begun and not yet ended
+        self._open: dict[Request, None] = {}  # keyed by the object itself: identity hash, no id string to hash
 
-    # -- request path: O(1), no meter reads -------------------------------------------------------------
-    def begin(self, req: Request) -> None:
-        with self._lock:
-            if req.request_id in self._open:
-                raise ValueError(f"request {req.request_id!r} is already being metered")
-            self._open[req.request_id] = req
-            self._running += 1
+    # -- request path: O(1), no lock, no meter reads -------------------------------------------------------
+    def begin(self, req: Request, check_id: bool = True) -> None:
+        """Start attributing ``req``. ``check_id=False`` skips the scan for an open request with the same id (for
+        callers whose ids are unique by construction, such as the metering facade's generated ones)."""
+        if check_id and self.get_open(req.request_id) is not None:
+            raise ValueError(f"request {req.request_id!r} is already being metered")
+        self._open[req] = None  # one atomic store under the GIL
 
     def end(self, req: Request, t_s: float) -> None:
         """Mark the request finished (idempotent). Its final shares follow from the sampler thread."""
-        with self._lock:
-            if req.end_s is None:
-                req.end_s = max(t_s, req.start_s)
-                self._running -= 1
+        if req.end_s is None:
+            req.end_s = t_s if t_s > req.start_s else req.start_s
 
     def provisional(self, req: Request) -> dict[str, Share]:
         """The request's shares so far: the covered part measured, the rest estimated from the power model."""
         with self._lock:
-            concurrency = self._running + (1 if req.end_s is not None else 0)
-            return {d: self._provisional(req, d, max(1, concurrency)) for d in req.devices}
+            running = sum(1 for r in list(self._open) if r.end_s is None)
+            concurrency = max(1, running + (1 if req.end_s is not None else 0))
+            return {d: self._provisional(req, d, concurrency) for d in req.devices}
 
     def get_open(self, request_id: str) -> Request | None:
-        return self._open.get(request_id)
+        """The open request with this id (a scan: for lookups, not for the request path)."""
+        return next((r for r in list(self._open) if r.request_id == request_id), None)
 
     def cancel(self, req: Request) -> None:
-        """Forget a request that never ran (e.g. its client left while it was queued)."""
+        """Forget a request that never ran (e.g. its client left while it was queued). Energy it was already
+        given stays in the ledger, as unattributed idle: nothing measured is lost."""
         with self._lock:
-            if self._open.pop(req.request_id, None) is not None and req.end_s is None:
-                self._running -= 1
+            if req not in self._open:
+                return
+            del self._open[req]
+            for dev, (active, idle, _, _) in (req.acc or {}).items():
+                tot = self.totals[dev]
+                tot.attributed_active_j -= active
+                tot.attributed_idle_j -= idle
+                tot.unattributed_idle_j += active + idle
+            req.acc = None
 
     def _provisional(self, req: Request, dev: str, concurrency: int) -> Share:
         tot = self.totals[dev]
@@ -293,9 +421,8 @@ class Attributor:
         share = req.share(dev)
         if tail_s <= 0:
             return share
-        model = self.models[dev]
-        active_w = model.active_w(req.work_class)
-        idle_w = model.idle_w
+        idle_w, known_w, mean_w = self.models[dev].fitted()  # no forced re-fit: this is on the request path
+        active_w = known_w.get(req.resolved_class(), mean_w)
         if active_w is None:  # cold start: the device's recent draw above idle
             active_w = max(0.0, tot.last_power_w - idle_w)
         idle_w /= concurrency
@@ -306,25 +433,40 @@ class Attributor:
     # -- sampler path ------------------------------------------------------------------------------------
     def on_interval(self, dev: str, e0: Edge, e1: Edge, energy_j: float, degraded: bool = False) -> None:
         """Split one measured interval of device ``dev`` (edges known to within ``e0``, ``e1``)."""
+        self.on_intervals([(dev, e0, e1, energy_j, degraded)])
+
+    def on_intervals(self, intervals: list[Interval]) -> None:
+        """Split the intervals of one meter read. Devices read together share edges, so who ran when (the sweep)
+        is worked out once for all of them."""
         with self._lock:
-            self._split(dev, e0, e1, max(0.0, energy_j), degraded)
-            finals = self._collect_finals()
+            requests = list(self._open)  # a snapshot: begin() may add to the dict meanwhile
+            for req in requests:
+                if req.work_class is None:
+                    req.work_class = req.default_work_class()
+            sweeps: dict[tuple[Edge, Edge], tuple[list[Overlap], float]] = {}
+            for dev, e0, e1, energy_j, degraded in intervals:
+                overlaps = sweeps.get((e0, e1))
+                if overlaps is None:
+                    overlaps = sweeps[(e0, e1)] = sweep(requests, e0, e1)[0]
+                self._split(dev, e0, e1, max(0.0, energy_j), degraded, overlaps)
+            finals = self._collect_finals(requests)
         for req, shares in finals:
             self._on_final(req, shares)
 
-    def _split(self, dev: str, e0: Edge, e1: Edge, energy_j: float, degraded: bool) -> None:
+    def _split(self, dev: str, e0: Edge, e1: Edge, energy_j: float, degraded: bool,
+               all_overlaps: list[Overlap]) -> None:
         tot = self.totals[dev]
         tot.measured_j += energy_j
         tot.intervals += 1
         tot.degraded_intervals += degraded
-        tot.last_edge = e1
         dt = 0.5 * (e1[0] + e1[1]) - 0.5 * (e0[0] + e0[1])
         if dt <= 0:
             tot.unattributed_idle_j += energy_j
+            tot.last_edge = e1
             return
         tot.last_power_w = energy_j / dt
         model = self.models[dev]
-        overlaps, _ = sweep((r for r in self._open.values() if dev in r.devices), e0, e1)
+        overlaps = [o for o in all_overlaps if dev in o[0].devices]
         if not degraded:
             tau: dict[str, float] = {}
             for req, ov, _ in overlaps:
@@ -332,13 +474,15 @@ class Attributor:
             model.update(dt, tau, energy_j, quiet=not overlaps)
         if not overlaps:
             tot.unattributed_idle_j += energy_j
+            tot.last_edge = e1
             return
-        idle_j = min(energy_j, model.idle_w * dt)
+        idle_w, active_w, mean_w = model.fitted()
+        idle_j = min(energy_j, idle_w * dt)
         pool_j = energy_j - idle_j
         if self._time_share:
             weights = [ov for _, ov, _ in overlaps]
         else:
-            weights = [ov * (model.active_w(req.work_class) or 0.0) for req, ov, _ in overlaps]
+            weights = [ov * (active_w.get(req.work_class, mean_w) or 0.0) for req, ov, _ in overlaps]
             if sum(weights) <= 0:
                 weights = [ov for _, ov, _ in overlaps]
         w_sum = sum(weights)
@@ -347,14 +491,17 @@ class Attributor:
             active = pool_j * w / w_sum
             idle = idle_j * occ / dt
             shared += active + idle
-            if req.expired:  # already final from estimates: its measured part can no longer be reported
+            if req.expired or req not in self._open:  # already final from estimates, or cancelled
                 tot.unattributed_idle_j += active + idle
                 continue
             tot.attributed_active_j += active
             tot.attributed_idle_j += idle
-            acc = req.acc.get(dev)
+            accs = req.acc
+            if accs is None:
+                accs = req.acc = {}
+            acc = accs.get(dev)
             if acc is None:
-                req.acc[dev] = [active, idle, occ, degraded]
+                accs[dev] = [active, idle, occ, degraded]
             else:
                 acc[0] += active
                 acc[1] += idle
@@ -362,17 +509,21 @@ class Attributor:
                 acc[3] = acc[3] or degraded
         # the idle draw of the moments when nothing ran: a remainder, so the ledger balances exactly
         tot.unattributed_idle_j += energy_j - shared
+        tot.last_edge = e1  # last: a provisional figure read meanwhile never counts this interval twice
 
-    def _collect_finals(self) -> list[tuple[Request, dict[str, Share]]]:
+    def _collect_finals(self, requests: list[Request]) -> list[tuple[Request, dict[str, Share]]]:
         finals = []
         covered = {d: (t.covered_until_s if t.covered_until_s is not None else float("-inf"))
                    for d, t in self.totals.items()}
         all_covered = min(covered.values(), default=float("-inf"))
-        for request_id, req in list(self._open.items()):
-            if req.end_s is None:
+        for req in requests:
+            end_s = req.end_s
+            if end_s is None:
                 continue
-            if req.end_s <= all_covered or all(covered[d] >= req.end_s for d in req.devices):
-                del self._open[request_id]
+            if end_s <= all_covered or all(covered[d] >= end_s for d in req.devices):
+                if req not in self._open:
+                    continue  # cancelled meanwhile
+                del self._open[req]
                 if not req.expired:
                     finals.append((req, {d: req.share(d) for d in req.devices}))
         return finals
@@ -381,7 +532,7 @@ class Attributor:
         """Finalise requests that a stale meter cannot cover, filling the gap from the power model."""
         finals = []
         with self._lock:
-            for req in self._open.values():
+            for req in list(self._open):
                 if req.expired or req.end_s is None or now_s - req.end_s < self._stale_after_s:
                     continue
                 shares = {}
@@ -390,12 +541,11 @@ class Attributor:
                     if covered is not None and covered >= req.end_s:
                         shares[d] = req.share(d)
                     else:
-                        shares[d] = replace(self._provisional(req, d, 1), degraded=True)
+                        shares[d] = self._provisional(req, d, 1)._replace(degraded=True)
                 req.expired = True
                 finals.append((req, shares))
         for req, shares in finals:
             self._on_final(req, shares)
 
     def open_count(self) -> int:
-        with self._lock:
-            return len(self._open)
+        return len(self._open)

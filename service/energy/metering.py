@@ -34,26 +34,55 @@ def work_class(model: str, task: str, tokens: int = 0) -> str:
     return f"{model}|{task}|{bucket}"
 
 
+_WORK_CLASSES: dict[tuple[str, str, int], str] = {}  # memo of work_class(): one dict lookup per request
+
+
 class Ticket(Request):
     """A request being metered, with what its record needs besides energy."""
 
-    __slots__ = ("model", "task", "device_order", "started_at_s", "queue_s", "tokens_in", "tokens_out", "_metering")
+    __slots__ = ("model", "task", "device_order", "queue_s", "tokens_in", "tokens_out", "_clock", "_rid", "_seq",
+                 "_prefix")
 
-    def __init__(self, request_id: str, model: str, task: str, work_class_: str, devices: tuple[str, ...],
-                 device_set: frozenset[str], started_at_s: float, start_s: float, queue_s: float,
-                 tokens_in: int) -> None:
-        super().__init__(request_id, work_class_, device_set, start_s)  # the set: shared, not rebuilt per request
+    def __init__(self, request_id: str | None, model: str, task: str, work_class_: str | None,
+                 devices: tuple[str, ...], device_set: frozenset[str], clock: Callable[[], float], queue_s: float,
+                 tokens_in: int, seq: int = 0, prefix: str = "") -> None:
+        # every slot set here, the base's too: one call on the request path, no super() chain
+        self.start_s = clock()
+        self._rid, self._seq, self._prefix = request_id, seq, prefix
+        self.work_class, self.devices, self._clock = work_class_, device_set, clock
+        self.end_s, self.acc, self.expired = None, None, False
         self.model, self.task, self.device_order = model, task, devices
-        self.started_at_s, self.queue_s = started_at_s, queue_s
-        self.tokens_in, self.tokens_out = tokens_in, 0
-        self._metering: Metering | None = None
+        self.queue_s, self.tokens_in, self.tokens_out = queue_s, tokens_in, 0
+
+    @property
+    def request_id(self) -> str:  # type: ignore[override]
+        """The given id, or ``<process prefix><sequence in hex>``, formatted when first asked for."""
+        rid = self._rid
+        if rid is None:
+            rid = self._rid = f"{self._prefix}{self._seq:x}"
+        return rid
+
+    def default_work_class(self) -> str:
+        key = (self.model, self.task, self.tokens_in)
+        wc = _WORK_CLASSES.get(key)
+        if wc is None:
+            if len(_WORK_CLASSES) > 4096:
+                _WORK_CLASSES.clear()
+            wc = _WORK_CLASSES[key] = work_class(*key)
+        return wc
+
+    def finish(self) -> None:
+        """Mark the request finished (idempotent): one clock read. Its final figure follows from the sampler."""
+        t = self._clock()
+        if self.end_s is None:  # a plain store, atomic under the GIL: the sampler sees before or after
+            self.end_s = t if t > self.start_s else self.start_s
 
     # a context manager itself (no generator-based wrapper: this sits on every request's path)
     def __enter__(self) -> Ticket:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._metering.end(self, self.tokens_out)
+        self.finish()
 
 
 class Metering:
@@ -70,9 +99,14 @@ class Metering:
             stale_after_s = max([2.0] + [20 * d.tick_s for d in devices])
         self.attributor = Attributor(devices, self._finalise, stale_after_s=stale_after_s, time_share=time_share,
                                      clock=clock)
-        self.sampler = Sampler(self.meters, self.attributor.on_interval, clock=clock, on_tick=self.attributor.expire)
+        self.sampler = Sampler(self.meters, self.attributor.on_intervals, clock=clock, on_tick=self._on_tick)
         self.devices: dict[str, DeviceInfo] = {d.id: d for d in devices}
         self._device_ids = tuple(self.devices)
+        self._device_kinds = {d.id: (d.component, d.method) for d in devices}
+        self._device_sets: dict[tuple[str, ...], tuple[tuple[str, ...], frozenset[str]]] = {}
+        # Unix time = metering clock + offset; refreshed on every sampler wake-up, so the request path reads
+        # one clock, not two
+        self._wall_offset_s = wall() - clock()
         self._id_prefix = uuid.uuid4().hex[:16]  # unique per process; a counter makes ids cheap and ordered
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -100,21 +134,30 @@ class Metering:
     # -- request path -------------------------------------------------------------------------------------
     def begin(self, model: str, task: str, *, request_id: str | None = None, tokens_in: int = 0,
               work_class_: str | None = None, devices: Iterable[str] | None = None, queue_s: float = 0.0) -> Ticket:
-        request_id = request_id or f"{self._id_prefix}{next(self._ids):x}"
+        """Start metering a request. The work class defaults to :func:`work_class` (model, task, token bucket),
+        worked out later on the sampler thread."""
         if devices is None:
             devs, dev_set = self._device_ids, self.attributor.all_devices
         else:
-            devs = tuple(d for d in devices if d in self.devices)
-            dev_set = frozenset(devs)
-        ticket = Ticket(request_id, model, task, work_class_ or work_class(model, task, tokens_in), devs, dev_set,
-                        self._wall(), self._clock(), queue_s, tokens_in)
-        self.attributor.begin(ticket)
+            devs_key = devices if isinstance(devices, tuple) else tuple(devices)
+            known = self._device_sets.get(devs_key)
+            if known is None:
+                devs = tuple(d for d in devs_key if d in self.devices)
+                known = self._device_sets.setdefault(devs_key, (devs, frozenset(devs)))
+            devs, dev_set = known
+        ticket = Ticket(request_id, model, task, work_class_, devs, dev_set, self._clock, queue_s, tokens_in,
+                        next(self._ids), self._id_prefix)
+        self.attributor.begin(ticket, check_id=request_id is not None)  # generated ids are unique
         return ticket
 
+    #: ``with metering.track(...) as ticket:`` begins the request; leaving the block ends it (set
+    #: ``ticket.tokens_out`` inside the block). The same call as :meth:`begin`: no extra frame on the request path.
+    track = begin
+
     def end(self, ticket: Ticket, tokens_out: int = 0) -> None:
-        """Mark the request finished: two timestamps and a counter, nothing more on the request path."""
+        """Mark the request finished: a timestamp and a counter, nothing more on the request path."""
         ticket.tokens_out = tokens_out
-        self.attributor.end(ticket, self._clock())
+        ticket.finish()
 
     def result(self, ticket: Ticket) -> EnergyRecord:
         """The best figure now: the final record if the timeline already covers the request, else a provisional
@@ -128,12 +171,6 @@ class Metering:
     def cancel(self, ticket: Ticket) -> None:
         """Drop a request that did not run: it costs nothing and is never reported."""
         self.attributor.cancel(ticket)
-
-    def track(self, model: str, task: str, **kwargs) -> Ticket:
-        """``with metering.track(...) as ticket:`` begins the request; leaving the block ends it."""
-        ticket = self.begin(model, task, **kwargs)
-        ticket._metering = self
-        return ticket
 
     # -- results ------------------------------------------------------------------------------------------
     def record(self, request_id: str) -> EnergyRecord | None:
@@ -152,10 +189,13 @@ class Metering:
     def totals(self) -> dict[str, DeviceTotals]:
         return self.attributor.totals
 
+    def _on_tick(self, now_s: float) -> None:
+        self._wall_offset_s = self._wall() - self._clock()
+        self.attributor.expire(now_s)
+
     def _put(self, record: EnergyRecord) -> None:
-        self._store[record.request_id] = record
-        self._store.move_to_end(record.request_id)
-        while len(self._store) > self._store_size:
+        self._store[record.request_id] = record  # ids are unique: a new key lands at the end
+        if len(self._store) > self._store_size:
             self._store.popitem(last=False)
 
     def _finalise(self, ticket: Request, shares: dict[str, Share]) -> None:
@@ -170,24 +210,27 @@ class Metering:
                 log.exception("energy record subscriber failed")
 
     def _build(self, ticket: Ticket, shares: dict[str, Share], status: Status) -> EnergyRecord:
+        """The record of a request from its shares: one per request, on the sampler thread, so kept lean."""
         final = status is Status.FINAL
-        sums: dict[Component, list] = {}
-        for dev_id, share in shares.items():
-            info = self.devices[dev_id]
-            method = Method.ESTIMATED if share.degraded or (final and share.estimated_j > 0) else info.method
-            acc = sums.get(info.component)
-            if acc is None:
-                sums[info.component] = [share.active_j, share.idle_j, {method}]
-            else:
-                acc[0] += share.active_j
-                acc[1] += share.idle_j
-                acc[2].add(method)
-        components = {c: ComponentEnergy(a, i, Method.combine(m)) for c, (a, i, m) in sums.items()}
-        energy_j = sum(c.figure_j(self.accounting) for c in components.values())
+        loaded = self.accounting is Accounting.LOADED
+        kinds = self._device_kinds
+        components: dict[Component, ComponentEnergy] = {}
+        energy_j = 0.0
+        for dev_id, (active, idle, _, estimated, degraded) in shares.items():
+            component, method = kinds[dev_id]
+            if degraded or (final and estimated > 0):
+                method = Method.ESTIMATED
+            energy_j += active + idle if loaded else active
+            prev = components.get(component)
+            if prev is not None:  # several devices of one kind (GPUs): add up; measured + estimated is mixed
+                active, idle = prev.active_j + active, prev.idle_j + idle
+                method = prev.method if prev.method is method else Method.MIXED
+            components[component] = ComponentEnergy(active, idle, method)
         device_time_s = shares[ticket.device_order[0]].occupancy_s if ticket.device_order else 0.0
         end_s = ticket.end_s if ticket.end_s is not None else ticket.start_s
+        started_at_s = ticket.start_s + self._wall_offset_s
         return EnergyRecord(
-            ticket.request_id, ticket.model, ticket.task, ticket.work_class, status, self.accounting,
-            ticket.started_at_s, ticket.queue_s, end_s - ticket.start_s, device_time_s,
+            ticket.request_id, ticket.model, ticket.task, ticket.resolved_class(), status, self.accounting,
+            started_at_s, ticket.queue_s, end_s - ticket.start_s, device_time_s,
             ticket.tokens_in, ticket.tokens_out, MappingProxyType(components),
-            self.carbon.assess(energy_j, ticket.started_at_s, device_time_s))
+            self.carbon.assess(energy_j, started_at_s, device_time_s))

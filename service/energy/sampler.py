@@ -23,7 +23,8 @@ from service.energy.types import DeviceInfo, Edge
 
 log = logging.getLogger(__name__)
 
-IntervalSink = Callable[[str, Edge, Edge, float, bool], None]  # device id, first edge, last edge, joules, degraded
+Interval = tuple[str, Edge, Edge, float, bool]  # device id, first edge, last edge, joules, degraded
+IntervalSink = Callable[[list[Interval]], None]  # the intervals one meter read closed, all at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,7 @@ class Sampler:
             return
         read: Edge = (t_before, t_before if now_s is not None else self._clock())
         degraded = state.failing
+        closed: list[Interval] = []
         if state.failing:
             log.info("meter %s recovered", [d.id for d in state.meter.devices])
             state.failing = False
@@ -152,8 +154,10 @@ class Sampler:
                     continue
             else:
                 edge = read
-            self._close(dev.id, state.boundary, i, edge, value, degraded)
+            self._close(closed, dev.id, state.boundary, i, edge, value, degraded)
         state.values, state.last_read = values, read
+        if closed:
+            self._sink(closed)
 
     @staticmethod
     def _learn_tick(state: _MeterState, i: int, mid_s: float) -> None:
@@ -165,14 +169,15 @@ class Sampler:
                 state.tick_period_s[i] = 0.8 * period + 0.2 * gap
         state.tick_next_s[i] = mid_s + state.tick_period_s[i]
 
-    def _close(self, dev_id: str, boundary: list, i: int, edge: Edge, value: float, degraded: bool) -> None:
+    def _close(self, closed: list[Interval], dev_id: str, boundary: list, i: int, edge: Edge, value: float,
+               degraded: bool) -> None:
         prev = boundary[i]
         if prev is not None and edge[1] <= prev[0][1]:
             return  # no time has passed: the energy stays in the next interval
         boundary[i] = (edge, value)
         self.timeline[dev_id].append(TimelinePoint(0.5 * (edge[0] + edge[1]), value, degraded))
         if prev is not None:
-            self._sink(dev_id, prev[0], edge, value - prev[1], degraded)
+            closed.append((dev_id, prev[0], edge, value - prev[1], degraded))
 
     def errors(self) -> dict[str, tuple[int, str]]:
         return {d.id: (s.errors, s.last_error) for s in self._states for d in s.meter.devices}

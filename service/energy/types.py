@@ -48,6 +48,8 @@ class DeviceInfo:
     ``tick_s`` is how often the device's cumulative counter advances (0 for a continuous counter,
     such as an estimate computed from CPU time). ``sample_period_s`` is how often the sampler should
     read it: a fraction of the tick, so the moment a tick happened is known to within that period.
+    ``constant_w`` is set when the device's draw is known not to depend on what runs (an estimate such as
+    CodeCarbon's RAM model): its energy is then all baseline, and nothing is learned for it.
     """
 
     id: str
@@ -56,6 +58,7 @@ class DeviceInfo:
     name: str
     tick_s: float
     sample_period_s: float
+    constant_w: float | None = None
 
 
 class MeterError(RuntimeError):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.energy.attribution import Attributor, PowerModel, Request, sweep
+from service.energy.attribution import Attributor, PowerModel, Request, _sweep_events, sweep
 from service.energy.types import Component, DeviceInfo, Method
 
 DEV = DeviceInfo("d0", Component.GPU, Method.MEASURED, "test", tick_s=0.1, sample_period_s=0.02)
@@ -81,6 +81,28 @@ def test_soft_edges_conserve_each_requests_time(reqs, raw_edges):
     for r in objs:
         assert overlap[r.request_id] == pytest.approx(r.end_s - r.start_s, abs=1e-9)
     assert occupancy_total == pytest.approx(busy_total, abs=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 0.05), st.floats(0.0005, 0.2)), min_size=1, max_size=15), edges_st)
+def test_one_at_a_time_shortcut_equals_the_event_sweep(gaps_durations, raw_edges):
+    """Requests that never overlap take a closed-form path; it must agree with the general sweep exactly."""
+    t, objs = -0.05, []
+    for i, (gap, dur) in enumerate(gaps_durations):
+        r = Request(str(i), "x", frozenset(), t + gap)
+        r.end_s = t = t + gap + dur
+        objs.append(r)
+    edges = make_edges(raw_edges)
+    for e0, e1 in zip(edges, edges[1:], strict=False):
+        fast, fast_busy = sweep(objs, e0, e1)
+        spans = [(r, max(r.start_s, e0[0]), min(r.end_s, e1[1])) for r in objs]
+        spans = [s for s in spans if s[2] > s[1]]
+        slow, slow_busy = _sweep_events(spans, e0, e1) if spans else ([], 0.0)
+        assert fast_busy == pytest.approx(slow_busy, abs=1e-12)
+        # (either path may keep or drop an overlap that rounds to nothing, e.g. 1e-163 s)
+        assert [(r.request_id, ov, occ) for r, ov, occ in fast if ov > 1e-12] == [
+            (r.request_id, pytest.approx(ov, abs=1e-12), pytest.approx(occ, abs=1e-12))
+            for r, ov, occ in slow if ov > 1e-12]
 
 
 def test_sweep_shares_time_between_concurrent_requests():

@@ -24,7 +24,7 @@ class FlakyMeter(Meter):
 
 def collect(meter, clock):
     out = []
-    sampler = Sampler([meter], lambda dev, e0, e1, j, deg: out.append((dev, e0, e1, j, deg)), clock=clock)
+    sampler = Sampler([meter], out.extend, clock=clock)
     return sampler, out
 
 
