@@ -3,7 +3,9 @@
 One client, sequential, single sentences, the embedded all-MiniLM-L6-v2, alternated in blocks:
 1. in-process (the same runner called directly) vs HTTP to `wattserve serve` (metering on) on 127.0.0.1;
 2. HTTP to an app with metering on vs one with metering off, both in one server process (process-to-process
-   noise, +-10 % here, would otherwise swamp a 1 % effect), in fresh processes ``--pairs`` times.
+   noise, +-10 % here, would otherwise swamp a 1 % effect), in fresh processes ``--pairs`` times. Which app is
+   built first (and so whose model copy loads first) alternates between processes, so load order cannot bias
+   the ratio; per-process ratios still scatter by +-3 % here.
 """
 
 from __future__ import annotations
@@ -62,11 +64,11 @@ def start_server(registry: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_pair(registry: Path) -> tuple[subprocess.Popen, dict[str, int]]:
+def start_pair(registry: Path, unmetered_first: bool = False) -> tuple[subprocess.Popen, dict[str, int]]:
     """One process, two apps (metering on and off): process-to-process noise (+-10 % here) cancels out."""
     ports = {"metered": free_port(), "unmetered": free_port()}
     cmd = [sys.executable, str(ROOT / "bench" / "serve_pair.py"), str(registry),
-           str(ports["metered"]), str(ports["unmetered"])]
+           str(ports["metered"]), str(ports["unmetered"]), "1" if unmetered_first else "0"]
     proc = launch(cmd)
     wait_ready(proc, [f"http://127.0.0.1:{p}" for p in ports.values()])
     return proc, ports
@@ -74,7 +76,8 @@ def start_pair(registry: Path) -> tuple[subprocess.Popen, dict[str, int]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--pairs", type=int, default=2, help="fresh server processes, each with both apps")
+    ap.add_argument("--pairs", type=int, default=4,
+                    help="fresh server processes, each with both apps (the app built first alternates)")
     ap.add_argument("--rounds", type=int, default=10, help="alternations per phase")
     ap.add_argument("--requests", type=int, default=25, help="requests per block")
     args = ap.parse_args()
@@ -130,8 +133,8 @@ def main() -> None:
         proc.wait(30)
     # 2. metering on vs off: both apps in one process, fresh processes several times
     p50_ratios = []
-    for _ in range(args.pairs):
-        proc, ports = start_pair(registry)
+    for k in range(args.pairs):  # which app's model loads first alternates: it is a confound of its own
+        proc, ports = start_pair(registry, unmetered_first=k % 2 == 1)
         try:
             # the standard library's client: httpx adds ~2 ms per request here (the client's cost, not the server's)
             conns = {k: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for k, port in ports.items()}

@@ -15,12 +15,17 @@ from service.api.app import create_app  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 
-async def main(registry: str, port_on: int, port_off: int) -> None:
+async def main(registry: str, port_on: int, port_off: int, unmetered_first: bool = False) -> None:
+    """``unmetered_first``: build (and so load the model of) the unmetered app first. Which copy of the model
+    loads first is a confound of its own; the benchmark alternates it between processes."""
+    apps = [(port_on, True), (port_off, False)]
+    if unmetered_first:
+        apps.reverse()
     servers = [uvicorn.Server(uvicorn.Config(create_app(Settings(registry=registry, port=port, metering=on)),
                                              host="127.0.0.1", port=port, log_level="warning"))
-               for port, on in ((port_on, True), (port_off, False))]
+               for port, on in apps]
     await asyncio.gather(*(s.serve() for s in servers))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), len(sys.argv) > 4 and sys.argv[4] == "1"))
