@@ -86,7 +86,7 @@ def main() -> None:
     from service.tasks import TASKS, EmbeddingRequest
 
     spec = load_registry(EMBEDDED_REGISTRY).models[0]  # all-MiniLM-L6-v2
-    runner = TASKS[spec.task].runner(spec, "cpu")
+    runner = TASKS[spec.task].load(spec, "cpu")
     registry = Path(tempfile.mkdtemp()) / "minilm.yaml"
     registry.write_text(f"models:\n  - name: {spec.name}\n    task: {spec.task}\n    source: {spec.source}\n"
                         f"    device: cpu\n    max_input_tokens: {spec.max_input_tokens}\n")
@@ -133,8 +133,8 @@ def main() -> None:
         proc.wait(30)
     # 2. metering on vs off: both apps in one process, fresh processes several times
     p50_ratios = []
-    for k in range(args.pairs):  # which app's model loads first alternates: it is a confound of its own
-        proc, ports = start_pair(registry, unmetered_first=k % 2 == 1)
+    for i in range(args.pairs):  # which app's model loads first alternates: it is a confound of its own
+        proc, ports = start_pair(registry, unmetered_first=i % 2 == 1)
         try:
             # the standard library's client: httpx adds ~2 ms per request here (the client's cost, not the server's)
             conns = {k: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for k, port in ports.items()}

@@ -66,9 +66,12 @@ def _registry_tasks(campaign: Campaign) -> dict[str, str]:
         raise CampaignError(str(exc)) from exc
 
 
-def model_problems(campaign: Campaign, tasks: dict[str, str],
-                   server_models: dict[str, dict[str, Any]] | None) -> list[str]:
-    """Every campaign model must be served (and, when the server is asked, ready)."""
+def model_problems(campaign: Campaign, server_models: dict[str, dict[str, Any]] | None,
+                   registry_tasks: dict[str, str] | None = None) -> list[str]:
+    """Every campaign model must be served (and, when the server is asked, ready). Without the server's models,
+    ``registry_tasks`` (an embedded server's registry) says what will be served."""
+    tasks = ({name: m["task"] for name, m in server_models.items()} if server_models is not None
+             else registry_tasks or {})
     problems = []
     for entry in [*campaign.models, *campaign.load]:
         if entry.model not in tasks:
@@ -88,7 +91,7 @@ def prepare(campaign: Campaign, server_models: dict[str, dict[str, Any]] | None)
     """Check every model, dataset and column; load the samples. Raises CampaignError naming every problem."""
     tasks = ({name: m["task"] for name, m in server_models.items()} if server_models is not None
              else _registry_tasks(campaign))
-    problems = model_problems(campaign, tasks, server_models)
+    problems = model_problems(campaign, server_models, tasks)
     prepared = Prepared(plan(campaign), tasks)
     pairs = {(e.model, n) for e in campaign.models for n in e.datasets} | {(e.model, e.dataset) for e in campaign.load}
     for name in sorted({n for _, n in pairs}):
@@ -218,7 +221,7 @@ def run_campaign(campaign: Campaign, out_dir: Path, *, dry_run: bool = False, pr
     try:
         server_models, system = client.models(), client.system()
         # the datasets are loaded and checked; the models now as served (an embedded one may have failed to load)
-        _raise(model_problems(campaign, prepared.tasks, server_models))
+        _raise(model_problems(campaign, server_models))
         overall = _progress(len(todo) * campaign.samples, "campaign", 0, progress)
         for run in todo:
             run_dir = out_dir / "runs" / run.run_id

@@ -44,7 +44,6 @@ class LoadPlan:
     _pending: list[dict[str, Any]] = field(default_factory=list)  # a worker's records not yet reported
     _file: Any = None
     marks: list[tuple[int, int, float, Snapshot | None]] = field(default_factory=list)  # stage, users, t, counters
-    records: int = 0
     client: ServerClient | None = None  # reads the device counters at stage marks (local runner or master)
     meta: dict[str, Any] | None = None  # run.json (local runner or master)
     finishing: Any = None  # the greenlet that writes the results after test_stop (a master kept alive)
@@ -68,7 +67,6 @@ class LoadPlan:
         for r in records:
             self._file.write(json.dumps(r) + "\n")
         self._file.flush()
-        self.records += len(records)
 
     def take_pending(self) -> list[dict[str, Any]]:
         out, self._pending = self._pending, []
@@ -78,6 +76,11 @@ class LoadPlan:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+# Users stop between requests, never mid-request (Locust's stop_timeout), so every request the server ran, and
+# metered, is in the results.
+STOP_TIMEOUT_S = 60.0
 
 
 def plan_of(environment: Environment, wait_s: float = 120.0) -> LoadPlan:
@@ -95,12 +98,17 @@ class LoadUser(FastHttpUser):
     """One of many concurrent users, each sending samples (round-robin over the dataset) as fast as answered, or
     with a think time of ``wait_s``."""
 
+    plan: LoadPlan
+
+    def on_start(self) -> None:
+        self.plan = plan_of(self.environment)  # once per user: a worker's plan may still be loading
+
     def wait_time(self) -> float:
-        return plan_of(self.environment).wait_s
+        return self.plan.wait_s
 
     @task
     def send(self) -> None:
-        plan = plan_of(self.environment)
+        plan = self.plan
         started_at, t0 = time.time(), time.perf_counter()
         with self.client.post(plan.path, data=plan.next_body(), headers=JSON_HEADERS, catch_response=True,
                               name=plan.name) as response:
@@ -307,8 +315,7 @@ def load_run(campaign, prepared, entry, server_models, system, url, out_dir: Pat
     shutil.rmtree(run_dir, ignore_errors=True)
     plan = new_plan(campaign, prepared, entry, server_models, system, url, run_dir,
                     [s.model_dump() for s in entry.stages], embedded=embedded, client=client)
-    # stop_timeout: users stop between requests, never mid-request, so every request the server ran is recorded
-    env = Environment(user_classes=[LoadUser], shape_class=StagesShape(), host=url, stop_timeout=60.0)
+    env = Environment(user_classes=[LoadUser], shape_class=StagesShape(), host=url, stop_timeout=STOP_TIMEOUT_S)
     env.wattserve_load = plan
     runner = env.create_local_runner()
     runner.start_shape()

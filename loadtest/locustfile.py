@@ -19,7 +19,7 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest import locust_options
-from loadtest.load import LoadPlan, LoadUser, StagesShape, await_workers, finish_load, new_plan
+from loadtest.load import STOP_TIMEOUT_S, LoadPlan, LoadUser, StagesShape, await_workers, finish_load, new_plan
 
 log = logging.getLogger(__name__)
 __all__ = ["LoadUser", "StagesShape"]
@@ -37,8 +37,8 @@ def _plan(environment, **_) -> None:
     options = environment.parsed_options
     if options is None:
         return
-    if not environment.stop_timeout:  # stop users between requests, never mid-request: a request the server ran
-        environment.stop_timeout = 60.0  # (and metered) is always in the results (workers get it from the master)
+    if not environment.stop_timeout:  # workers get it from the master
+        environment.stop_timeout = STOP_TIMEOUT_S
     worker = isinstance(environment.runner, WorkerRunner)
     campaign, prepared, server_models, system, client, results = locust_options.build(
         options, environment.host, "load")

@@ -43,6 +43,10 @@ class ModelSpec(BaseModel):
         """Tokens a generation request gets when it names none: ``generation.max_new_tokens``, else 20."""
         return int(self.generation.get("max_new_tokens", 20))
 
+    def new_tokens(self, requested: int | None) -> int:
+        """Tokens a generation request gets: what it asked for, else the model's default."""
+        return requested or self.max_new_tokens
+
     @property
     def max_new_tokens_limit(self) -> int:
         """The most tokens a generation request may ask for: ``generation.max_new_tokens_limit``, else 256."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,9 +29,6 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
-_LOAD_LOCK = threading.Lock()  # one model load at a time per process
 
 
 @dataclass
@@ -94,8 +90,7 @@ class Runtime:
         for served in self.models.values():
             started = time.perf_counter()
             try:
-                with _LOAD_LOCK:  # transformers' lazy imports are not thread-safe: two apps loading at once in one
-                    served.runner = served.task.runner(served.spec, served.device)  # process fail at random
+                served.runner = served.task.load(served.spec, served.device)
                 log.info("loaded %s (%s) on %s in %.1f s", served.spec.name, served.spec.task, served.device,
                          time.perf_counter() - started)
             except Exception as exc:  # noqa: BLE001 - one bad model must not stop the others

@@ -7,6 +7,7 @@ the inference inside the metered window and returns the task-native response bod
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -172,6 +173,13 @@ class Runner:
     def _inputs(self, prepared: Prepared) -> dict:
         return {k: v.to(self.device) for k, v in prepared.encoded.items()}
 
+    def _check_lengths(self, lengths: list[int]) -> None:
+        """413 for an input over the model's token limit (unless the registry says to truncate)."""
+        limit = self.spec.max_input_tokens
+        if max(lengths) > limit and not self.spec.truncate:
+            raise TooLarge(f"input {lengths.index(max(lengths))} has {max(lengths)} tokens; this model takes at "
+                           f"most {limit}", field="inputs", limit=limit)
+
     def _check_batch(self, inputs: list) -> None:
         if len(inputs) > self.spec.max_batch:
             raise TooLarge(f"at most {self.spec.max_batch} inputs per request, got {len(inputs)}",
@@ -183,10 +191,8 @@ class Runner:
         limit = self.spec.max_input_tokens
         encoded = self.tokenizer(texts, padding=True, truncation=False, return_tensors="pt")  # one pass, usually
         lengths = encoded["attention_mask"].sum(1).tolist()
-        if max(lengths) > limit:
-            if not self.spec.truncate:
-                raise TooLarge(f"input {lengths.index(max(lengths))} has {max(lengths)} tokens; this model takes at "
-                               f"most {limit}", field="inputs", limit=limit)
+        self._check_lengths(lengths)
+        if max(lengths) > limit:  # over the limit and allowed: truncate
             encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
         return Prepared(texts, encoded, int(encoded["attention_mask"].sum()), request)
 
@@ -287,7 +293,7 @@ class GenerationRunner(Runner):
 
     def prepare(self, request: BaseModel) -> Prepared:
         limit = self.spec.max_new_tokens_limit
-        wanted = request.max_new_tokens or self.spec.max_new_tokens
+        wanted = self.spec.new_tokens(request.max_new_tokens)
         if wanted > limit:
             raise Invalid(f"max_new_tokens {wanted} is over this model's limit {limit}", field="max_new_tokens",
                           limit=limit)
@@ -298,7 +304,7 @@ class GenerationRunner(Runner):
 
         req = prepared.options
         enc = self._inputs(prepared)
-        kwargs = {"max_new_tokens": req.max_new_tokens or self.spec.max_new_tokens,
+        kwargs = {"max_new_tokens": self.spec.new_tokens(req.max_new_tokens),
                   "do_sample": req.do_sample, "pad_token_id": self.tokenizer.pad_token_id}
         if req.min_new_tokens is not None:
             kwargs["min_new_tokens"] = min(req.min_new_tokens, kwargs["max_new_tokens"])
@@ -329,7 +335,7 @@ class SummarizationRunner(GenerationRunner):
 
         req = prepared.options
         enc = self._inputs(prepared)
-        kwargs = {"max_new_tokens": req.max_new_tokens or self.spec.max_new_tokens,
+        kwargs = {"max_new_tokens": self.spec.new_tokens(req.max_new_tokens),
                   "do_sample": req.do_sample}
         min_new = req.min_new_tokens if req.min_new_tokens is not None else self.spec.generation.get("min_new_tokens")
         if min_new is not None:
@@ -356,9 +362,7 @@ class QuestionAnsweringRunner(Runner):
         questions, contexts = [p.question for p in pairs], [p.context for p in pairs]
         limit = self.spec.max_input_tokens
         lengths = [len(ids) for ids in self.tokenizer(questions, contexts, truncation=False)["input_ids"]]
-        if max(lengths) > limit and not self.spec.truncate:
-            raise TooLarge(f"input {lengths.index(max(lengths))} has {max(lengths)} tokens; this model takes at "
-                           f"most {limit}", field="inputs", limit=limit)
+        self._check_lengths(lengths)
         encoded = self.tokenizer(questions, contexts, padding=True, truncation="only_second", max_length=limit,
                                  return_offsets_mapping=True, return_tensors="pt")
         return Prepared(contexts, encoded, int(encoded["attention_mask"].sum()), request)
@@ -426,6 +430,15 @@ class TaskSpec:
     request: type[BaseModel]
     runner: Callable[[ModelSpec, str], Runner]
     openai: str | None = None  # the OpenAI-compatible route that serves this task
+
+    def load(self, spec: ModelSpec, device: str) -> Runner:
+        """The model's runner, loaded. One load at a time per process: transformers' lazy imports are not
+        thread-safe (two apps loading at once in one process failed at random)."""
+        with _LOAD_LOCK:
+            return self.runner(spec, device)
+
+
+_LOAD_LOCK = threading.Lock()
 
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (

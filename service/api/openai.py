@@ -118,7 +118,7 @@ async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, i
     kind = "chat.completion" if chat else "text_completion"
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
-    limit = gen.max_new_tokens or served.spec.max_new_tokens
+    limit = served.spec.new_tokens(gen.max_new_tokens)
 
     def usage(outcome, record=None):
         u = {"prompt_tokens": outcome.tokens_in, "completion_tokens": outcome.tokens_out,

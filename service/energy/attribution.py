@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from service.energy.types import DeviceInfo, Edge
+from service.energy.types import DeviceInfo, Edge, Interval
 
 
 def solve_linear(a: list[list[float]], b: list[float]) -> list[float]:
@@ -245,6 +245,12 @@ class Request:
     def default_work_class(self) -> str:
         return ""
 
+    def finish(self, t_s: float) -> None:
+        """Mark the request finished at ``t_s`` (idempotent; never before it started). A plain store, atomic under
+        the GIL: the sampler thread sees the request either running or ended."""
+        if self.end_s is None:
+            self.end_s = t_s if t_s > self.start_s else self.start_s
+
     def resolved_class(self) -> str:
         wc = self.work_class
         if wc is None:
@@ -344,9 +350,6 @@ def _sweep_events(spans: list[tuple[Request, float, float]], e0: Edge, e1: Edge)
     return [(req, ov, occ) for (req, _, _), ov, occ in zip(spans, overlap, occupancy, strict=True) if ov > 0], busy
 
 
-Interval = tuple[str, Edge, Edge, float, bool]  # device id, first edge, last edge, joules, degraded
-
-
 class Attributor:
     """Per-request energy on every device, from sampled intervals. Thread-safe.
 
@@ -384,8 +387,7 @@ class Attributor:
 
     def end(self, req: Request, t_s: float) -> None:
         """Mark the request finished (idempotent). Its final shares follow from the sampler thread."""
-        if req.end_s is None:
-            req.end_s = t_s if t_s > req.start_s else req.start_s
+        req.finish(t_s)
 
     def provisional(self, req: Request) -> dict[str, Share]:
         """The request's shares so far: the covered part measured, the rest estimated from the power model."""
@@ -441,9 +443,8 @@ class Attributor:
         with self._lock:
             requests = list(self._open)  # a snapshot: begin() may add to the dict meanwhile
             for req in requests:
-                if req.work_class is None:
-                    req.work_class = req.default_work_class()
-            sweeps: dict[tuple[Edge, Edge], tuple[list[Overlap], float]] = {}
+                req.resolved_class()
+            sweeps: dict[tuple[Edge, Edge], list[Overlap]] = {}
             for dev, e0, e1, energy_j, degraded in intervals:
                 overlaps = sweeps.get((e0, e1))
                 if overlaps is None:

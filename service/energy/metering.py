@@ -8,6 +8,7 @@ request, lands in a bounded store (:meth:`record`) and goes to subscribers.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -28,13 +29,11 @@ from service.energy.types import Component, DeviceInfo, Method, Status
 log = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=4096)  # called once per request, on the sampler thread: a lookup, not a format
 def work_class(model: str, task: str, tokens: int = 0) -> str:
     """Power-model class of a request: model, task and a power-of-two bucket of its token count."""
     bucket = 1 << max(0, math.ceil(math.log2(tokens))) if tokens > 0 else 0
     return f"{model}|{task}|{bucket}"
-
-
-_WORK_CLASSES: dict[tuple[str, str, int], str] = {}  # memo of work_class(): one dict lookup per request
 
 
 class Ticket(Request):
@@ -63,26 +62,14 @@ class Ticket(Request):
         return rid
 
     def default_work_class(self) -> str:
-        key = (self.model, self.task, self.tokens_in)
-        wc = _WORK_CLASSES.get(key)
-        if wc is None:
-            if len(_WORK_CLASSES) > 4096:
-                _WORK_CLASSES.clear()
-            wc = _WORK_CLASSES[key] = work_class(*key)
-        return wc
-
-    def finish(self) -> None:
-        """Mark the request finished (idempotent): one clock read. Its final figure follows from the sampler."""
-        t = self._clock()
-        if self.end_s is None:  # a plain store, atomic under the GIL: the sampler sees before or after
-            self.end_s = t if t > self.start_s else self.start_s
+        return work_class(self.model, self.task, self.tokens_in)
 
     # a context manager itself (no generator-based wrapper: this sits on every request's path)
     def __enter__(self) -> Ticket:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.finish()
+        self.finish(self._clock())
 
 
 class Metering:
@@ -102,7 +89,6 @@ class Metering:
         self.sampler = Sampler(self.meters, self.attributor.on_intervals, clock=clock, on_tick=self._on_tick)
         self.devices: dict[str, DeviceInfo] = {d.id: d for d in devices}
         self._device_ids = tuple(self.devices)
-        self._device_kinds = {d.id: (d.component, d.method) for d in devices}
         self._device_sets: dict[tuple[str, ...], tuple[tuple[str, ...], frozenset[str]]] = {}
         # Unix time = metering clock + offset; refreshed on every sampler wake-up, so the request path reads
         # one clock, not two
@@ -157,7 +143,7 @@ class Metering:
     def end(self, ticket: Ticket, tokens_out: int = 0) -> None:
         """Mark the request finished: a timestamp and a counter, nothing more on the request path."""
         ticket.tokens_out = tokens_out
-        ticket.finish()
+        ticket.finish(self._clock())
 
     def result(self, ticket: Ticket) -> EnergyRecord:
         """The best figure now: the final record if the timeline already covers the request, else a provisional
@@ -213,11 +199,11 @@ class Metering:
         """The record of a request from its shares: one per request, on the sampler thread, so kept lean."""
         final = status is Status.FINAL
         loaded = self.accounting is Accounting.LOADED
-        kinds = self._device_kinds
         components: dict[Component, ComponentEnergy] = {}
         energy_j = 0.0
         for dev_id, (active, idle, _, estimated, degraded) in shares.items():
-            component, method = kinds[dev_id]
+            info = self.devices[dev_id]
+            component, method = info.component, info.method
             if degraded or (final and estimated > 0):
                 method = Method.ESTIMATED
             energy_j += active + idle if loaded else active

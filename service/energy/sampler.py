@@ -19,11 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.energy.meters.base import Meter
-from service.energy.types import DeviceInfo, Edge
+from service.energy.types import DeviceInfo, Edge, Interval
 
 log = logging.getLogger(__name__)
 
-Interval = tuple[str, Edge, Edge, float, bool]  # device id, first edge, last edge, joules, degraded
 IntervalSink = Callable[[list[Interval]], None]  # the intervals one meter read closed, all at once
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 Edge = tuple[float, float]  # when a counter changed: somewhere in [lo, hi] seconds, uniformly
+Interval = tuple[str, Edge, Edge, float, bool]  # device id, first edge, last edge, joules, degraded
 
 
 class Component(StrEnum):

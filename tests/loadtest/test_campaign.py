@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from loadtest.datasets import selection
+from loadtest.jsonl import read_objects as read_jsonl
 from service.settings import Settings
 from tests.service.conftest import LiveServer, build_tiny_classifier, free_port
 
@@ -101,10 +102,6 @@ models:
 def wattserve(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_full_1000_sample_replay_sends_each_sample_once_in_order(server, dataset, tmp_path):
