@@ -33,6 +33,26 @@ from service.energy.attribution import Attributor, Request  # noqa: E402
 SHAPES = {"small": (1, 128), "large": (8, 512)}
 
 
+def meter_timing(meter, seconds: float = 1.5) -> dict:
+    """The meter as the sampler sees it: cost of one read, and the period between counter updates."""
+    costs, changes, last = [], [], None
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        value = meter.read()[0]
+        t1 = time.perf_counter()
+        costs.append(t1 - t0)
+        if last is not None and value != last:
+            changes.append(t1)
+        last = value
+        time.sleep(0.002)
+    meter.close()
+    periods = [b - a for a, b in zip(changes, changes[1:], strict=False)]
+    return {"read_ms_median": statistics.median(costs) * 1e3, "read_ms_max": max(costs) * 1e3,
+            "update_period_ms_median": statistics.median(periods) * 1e3 if periods else None,
+            "updates_seen": len(changes), "name": meter.devices[0].name}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -77,6 +97,7 @@ def main() -> None:
             hooks[1](id(kind))
 
     report: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (simulated meter)"}
+    report["meter"] = meter_timing(meter_factory())
     for kind in SHAPES:
         for _ in range(10):
             infer(kind)
@@ -152,7 +173,9 @@ def main() -> None:
         ratios.append(times[True] / times[False])
     metering.stop(timeout_s=2.0)
     report["overhead_ratio"] = statistics.median(ratios)
-    print(f"device: {report['device']}   idle {idle_w:.1f} W")
+    mt = report["meter"]
+    print(f"device: {report['device']}   idle {idle_w:.1f} W   meter {mt['name']}: read {mt['read_ms_median']:.2f} ms"
+          f" (max {mt['read_ms_max']:.2f}), counter updates every {mt['update_period_ms_median'] or 0:.1f} ms")
     heads = ("ms", "ref J", "attributed J", "error", "time-share J", "error")
     print(f"{'class':6s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, (7, 9, 13, 8, 13, 8), strict=True)))
     for kind, m in mixed.items():
