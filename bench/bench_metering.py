@@ -56,6 +56,14 @@ def workload(rng: random.Random, n: int, streams: int, t0: float) -> list[tuple[
     return reqs
 
 
+PHASE: tuple[float, float] | None = None  # --phase: the sampler's phase lock (guard, step), as tick fractions
+
+
+def phase_lock(metering: Metering) -> None:
+    if PHASE is not None:
+        metering.sampler.phase_guard, metering.sampler.phase_step = PHASE
+
+
 def score(n: int, streams: int, tick_s: float, seed: int, time_share: bool) -> dict:
     rng = random.Random(seed)
     clock = VirtualClock()
@@ -63,6 +71,7 @@ def score(n: int, streams: int, tick_s: float, seed: int, time_share: bool) -> d
                              tick_jitter_s=0.03 * tick_s, phase_s=rng.uniform(0, tick_s), seed=seed, clock=clock)
     meter = SimulatedMeter({"sim0": device}, clock=clock)
     metering = Metering([meter], clock=clock, wall=clock, time_share=time_share)
+    phase_lock(metering)
     reqs = workload(rng, n, streams, t0=2.0)  # 2 s of idle first, like a service that just started
     events: list[tuple[float, int, int]] = []  # (time, order, index); order: 0 end, 1 begin
     for i, (s, e, _) in enumerate(reqs):
@@ -100,7 +109,7 @@ def score(n: int, streams: int, tick_s: float, seed: int, time_share: bool) -> d
             "learned_w": {k: round(v, 1) for k, v in metering.attributor.models["sim0"].snapshot().items()}}
 
 
-def overhead(block_s: float, rounds: int) -> dict:
+def overhead(block_s: float, rounds: int, meters: str = "auto") -> dict:
     """Wall time of blocks of ~5 ms work items, metered vs not, in adjacent pairs of alternating order.
 
     A metered block is everything metering costs: the sampler thread is started, every item is tracked, and the
@@ -129,7 +138,9 @@ def overhead(block_s: float, rounds: int) -> dict:
     for _ in range(3):  # calibrate: one item ~ 5 ms
         reps = max(1, round(reps * 0.005 / max(item_s(), 1e-6)))
     items = max(20, round(block_s / item_s()))
-    metering = Metering(detect_meters().meters)
+    found = detect_meters(gpu=meters in ("auto", "nvml"), rapl=meters == "auto", estimate=meters != "nvml").meters
+    metering = Metering(found)
+    phase_lock(metering)
 
     def block(metered: bool) -> float:
         t0 = time.perf_counter()
@@ -188,35 +199,44 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--overhead-block-s", type=float, default=1.0)
     ap.add_argument("--overhead-rounds", type=int, default=30)
+    ap.add_argument("--meters", choices=("auto", "nvml", "estimate"), default="auto",
+                    help="meters for the overhead blocks (auto: what this machine has)")
+    ap.add_argument("--phase", help="GUARD,STEP: the sampler's phase lock as fractions of a tick (experiments)")
+    ap.add_argument("--skip", choices=("attribution", "overhead"), action="append", default=[])
     args = ap.parse_args()
+    if args.phase:
+        global PHASE
+        PHASE = tuple(float(x) for x in args.phase.split(","))
     report: dict = {"tick_s": args.tick_s, "scenarios": {}}
     worst, worst_ts, cons = 0.0, 0.0, 0.0
-    for name, streams in (("interleaved", 1), ("overlapping", 3)):
-        learned = score(args.requests, streams, args.tick_s, args.seed, time_share=False)
-        naive = score(args.requests, streams, args.tick_s, args.seed, time_share=True)
-        report["scenarios"][name] = {"learned": learned, "time_share": naive}
-        worst = max([worst] + [abs(c["rel_error"]) for c in learned["per_class"].values()])
-        worst_ts = max([worst_ts] + [abs(c["rel_error"]) for c in naive["per_class"].values()])
-        cons = max(cons, learned["conservation_rel_error"], naive["conservation_rel_error"])
-        for label, result in (("learned", learned), ("time share", naive)):
-            errors = "  ".join(f"{k}: {v['rel_error']:+.2%}" for k, v in result["per_class"].items())
-            print(f"{name:12s} {label:10s} {errors}   power model {result['learned_w']}")
-    oh = overhead(args.overhead_block_s, args.overhead_rounds)
-    print(f"overhead: {oh}")
-    print(json.dumps({
-        "overhead_ratio": round(oh["overhead_ratio"], 4),
-        "overhead_item_ms": oh["item_ms"],
-        "overhead_ratio_iqr": oh["overhead_ratio_iqr"],
-        "overhead_noise_floor_ratio": round(oh["noise_floor_ratio"], 4),
-        "provisional_figure_us": oh["provisional_us"],
-        "attribution_max_rel_error": round(worst, 4),
-        "time_share_max_rel_error": round(worst_ts, 4),
-        "conservation_rel_error": cons,
-        "tick_s": args.tick_s,
-        "true_power_ratio": (IDLE_W + CLASSES["large"][0]) / (IDLE_W + CLASSES["small"][0]),
-        "requests_per_scenario": {k: v["learned"]["requests"] for k, v in report["scenarios"].items()},
-        "overhead_devices": oh["devices"],
-    }))
+    out: dict = {}
+    if "overhead" not in args.skip:
+        oh = overhead(args.overhead_block_s, args.overhead_rounds, args.meters)
+        print(f"overhead: {oh}")
+        out.update({"overhead_ratio": round(oh["overhead_ratio"], 4), "overhead_item_ms": oh["item_ms"],
+                    "overhead_ratio_iqr": oh["overhead_ratio_iqr"],
+                    "overhead_noise_floor_ratio": round(oh["noise_floor_ratio"], 4),
+                    "provisional_figure_us": oh["provisional_us"]})
+    if "attribution" not in args.skip:
+        for name, streams in (("interleaved", 1), ("overlapping", 3)):
+            learned = score(args.requests, streams, args.tick_s, args.seed, time_share=False)
+            naive = score(args.requests, streams, args.tick_s, args.seed, time_share=True)
+            report["scenarios"][name] = {"learned": learned, "time_share": naive}
+            worst = max([worst] + [abs(c["rel_error"]) for c in learned["per_class"].values()])
+            worst_ts = max([worst_ts] + [abs(c["rel_error"]) for c in naive["per_class"].values()])
+            cons = max(cons, learned["conservation_rel_error"], naive["conservation_rel_error"])
+            for label, result in (("learned", learned), ("time share", naive)):
+                errors = "  ".join(f"{k}: {v['rel_error']:+.2%}" for k, v in result["per_class"].items())
+                print(f"{name:12s} {label:10s} {errors}   power model {result['learned_w']}")
+        out.update({"attribution_max_rel_error": round(worst, 4), "time_share_max_rel_error": round(worst_ts, 4),
+                    "conservation_rel_error": cons, "tick_s": args.tick_s,
+                    "true_power_ratio": (IDLE_W + CLASSES["large"][0]) / (IDLE_W + CLASSES["small"][0]),
+                    "requests_per_scenario": {k: v["learned"]["requests"] for k, v in report["scenarios"].items()}})
+    if "overhead" not in args.skip:
+        out["overhead_devices"] = oh["devices"]
+    if PHASE is not None:
+        out["phase_lock"] = PHASE
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU check in one go, for a GPU host reached for a few minutes (about 6 min on one H100/H200):
 #   1. scripts/gpu_check.py          metering core: meter timing, attribution vs standalone references, overhead
-#   2. tests/energy/test_nvml*.py    the NVML backend on real hardware (and against autospec fakes)
-#   3. scripts/gpu_service_check.py  the service on the GPU: every task, headers, /metrics balance, metered p50
-#   4. bench/bench_metering.py       the metering benchmark on that (quieter, 16-core) host
+#   2. scripts/gpu_service_check.py  the service on the GPU: every task, headers, /metrics balance, metered p50
+#   3. tests/energy/test_nvml*.py    the NVML backend on real hardware (and against autospec fakes)
+#   4. bench/bench_metering.py       the overhead benchmark on that 16-core host: all meters, then NVML alone
 # Each step has its own time limit; logs and JSON go to $OUT (default ./device-out). Needs torch with CUDA,
 # transformers, nvidia-ml-py, httpx, pyyaml, pytest; what is missing (fastapi, pydantic, codecarbon, ...) can
 # travel as wheels in .whl/ (see docs/gpu-check.md).
@@ -27,14 +27,19 @@ python3 -c "import torch, transformers, pynvml; print('torch', torch.__version__
 step "1. gpu_check"
 timeout 240 python3 scripts/gpu_check.py --out "$OUT" 2>&1 | tee "$OUT/gpu_check.log" | quiet | tail -n 8
 
-step "2. NVML tests"
-timeout 90 python3 -m pytest -q -p no:cacheprovider tests/energy/test_nvml_gpu.py tests/energy/test_nvml.py 2>&1 \
-    | tee "$OUT/nvml_tests.log" | tail -n 12
-
-step "3. gpu_service_check"
+step "2. gpu_service_check"
 timeout 200 python3 scripts/gpu_service_check.py --out "$OUT" 2>&1 | tee "$OUT/gpu_service_check.log" | quiet \
     | grep -v '^{' | tail -n 14
 
-step "4. bench_metering"
-timeout 200 python3 bench/bench_metering.py --overhead-rounds 30 2>&1 | tee "$OUT/bench_metering.log" | tail -n 1
+step "3. NVML tests"
+timeout 90 python3 -m pytest -q -p no:cacheprovider tests/energy/test_nvml_gpu.py tests/energy/test_nvml.py \
+    tests/energy/test_sampler.py 2>&1 | tee "$OUT/nvml_tests.log" | tail -n 12
+
+step "4. bench_metering overhead, every meter this host has (NVML, CPU and RAM estimates)"
+timeout 120 python3 bench/bench_metering.py --skip attribution --overhead-rounds 16 2>&1 \
+    | tee "$OUT/bench_metering.log" | tail -n 1
+
+step "5. bench_metering overhead, NVML alone"
+timeout 120 python3 bench/bench_metering.py --skip attribution --overhead-rounds 16 --meters nvml 2>&1 \
+    | tee "$OUT/bench_metering_nvml.log" | tail -n 1
 step "done"

@@ -35,13 +35,14 @@ SHAPES = {"small": (1, 128), "large": (8, 512)}
 
 def meter_timing(meter, seconds: float = 1.5) -> dict:
     """The meter as the sampler sees it: cost of one read, and the period between counter updates."""
-    costs, changes, last = [], [], None
+    costs, cpu, changes, last = [], [], [], None
     t_end = time.perf_counter() + seconds
     while time.perf_counter() < t_end:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         value = meter.read()[0]
         t1 = time.perf_counter()
         costs.append(t1 - t0)
+        cpu.append(time.thread_time() - c0)
         if last is not None and value != last:
             changes.append(t1)
         last = value
@@ -49,8 +50,52 @@ def meter_timing(meter, seconds: float = 1.5) -> dict:
     meter.close()
     periods = [b - a for a, b in zip(changes, changes[1:], strict=False)]
     return {"read_ms_median": statistics.median(costs) * 1e3, "read_ms_max": max(costs) * 1e3,
+            "read_cpu_ms_median": statistics.median(cpu) * 1e3,
             "update_period_ms_median": statistics.median(periods) * 1e3 if periods else None,
             "updates_seen": len(changes), "name": meter.devices[0].name}
+
+
+def power_field_sync(seconds: float = 2.0) -> dict:
+    """Does the cheap instantaneous-power field (~µs a read) change when the energy counter (~ms a read) ticks?
+    One thread reads the counter back to back, another polls the field every 0.5 ms; both note change times."""
+    import threading
+
+    import pynvml
+
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    field = pynvml.NVML_FI_DEV_POWER_INSTANT
+    counter_changes: list[float] = []
+    stop = threading.Event()
+
+    def counter() -> None:
+        last = None
+        while not stop.is_set():
+            v = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            if last is not None and v != last:
+                counter_changes.append(time.perf_counter())
+            last = v
+
+    thread = threading.Thread(target=counter)
+    thread.start()
+    field_changes, costs, last = [], [], None
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        v = pynvml.nvmlDeviceGetFieldValues(handle, [field])[0].value.uiVal
+        t1 = time.perf_counter()
+        costs.append(t1 - t0)
+        if last is not None and v != last:
+            field_changes.append(t1)
+        last = v
+        time.sleep(0.0005)
+    stop.set()
+    thread.join()
+    offsets = [min((f - c for f in field_changes), key=abs) for c in counter_changes] if field_changes else []
+    periods = [b - a for a, b in zip(field_changes, field_changes[1:], strict=False)]
+    return {"field_read_us_median": statistics.median(costs) * 1e6,
+            "field_update_period_ms_median": statistics.median(periods) * 1e3 if periods else None,
+            "counter_updates": len(counter_changes), "field_updates": len(field_changes),
+            "field_minus_counter_change_ms": sorted(round(o * 1e3, 1) for o in offsets)}
 
 
 def main() -> None:
@@ -98,6 +143,11 @@ def main() -> None:
 
     report: dict = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (simulated meter)"}
     report["meter"] = meter_timing(meter_factory())
+    if not args.simulate:
+        try:
+            report["power_field"] = power_field_sync()
+        except Exception as exc:  # noqa: BLE001 - a probe: report, do not stop the check
+            report["power_field"] = {"error": repr(exc)}
     for kind in SHAPES:
         for _ in range(10):
             infer(kind)
@@ -116,7 +166,10 @@ def main() -> None:
                       "active_J": (joules - idle_w * secs) / n}
     report["idle_W"], report["reference"] = idle_w, refs
     # 2. mixed workload through the metering core; a time-share attributor sees the same intervals
-    metering = Metering([meter_factory()])
+    meter = meter_factory()
+    read, reads = meter.read, []
+    meter.read = lambda: reads.append(None) or read()  # how often the sampler reads the counter
+    metering = Metering([meter])
     naive: dict[str, dict] = {}
     ts = Attributor(metering.devices.values(), lambda r, s: naive.__setitem__(r.request_id, s), time_share=True)
     learned_sink = metering.sampler._sink
@@ -124,6 +177,7 @@ def main() -> None:
     finals: dict[str, object] = {}
     metering.subscribe(lambda rec: finals.__setitem__(rec.request_id, rec))
     metering.start()
+    t_mixed = time.perf_counter()
     time.sleep(2.0)  # quiet time: the idle baseline
     rng = random.Random(1)
     kinds = {}
@@ -137,6 +191,7 @@ def main() -> None:
         ts.end(shadow, metering.clock())
         kinds[ticket.request_id] = kind
     metering.stop(timeout_s=5.0)
+    report["sampler_reads_per_s"] = len(reads) / (time.perf_counter() - t_mixed)
     mixed = {}
     for kind in SHAPES:
         ids = [i for i, k in kinds.items() if k == kind and i in finals]
@@ -155,13 +210,13 @@ def main() -> None:
     # 3. overhead: alternate metered and plain blocks of small requests
     metering = Metering([meter_factory()])
     ratios = []
-    for r in range(12):
+    for r in range(10):
         times = {}
         for metered in ((False, True) if r % 2 == 0 else (True, False)):
             if metered:
                 metering.sampler.start()
             t0 = time.perf_counter()
-            for _ in range(60):
+            for _ in range(60 if args.simulate else 250):  # ~1 s on a GPU: ten ticks, the phase lock in force
                 if metered:
                     with metering.track("bert-base", "text-classification", work_class_="small"):
                         infer("small")
@@ -175,13 +230,17 @@ def main() -> None:
     report["overhead_ratio"] = statistics.median(ratios)
     mt = report["meter"]
     print(f"device: {report['device']}   idle {idle_w:.1f} W   meter {mt['name']}: read {mt['read_ms_median']:.2f} ms"
-          f" (max {mt['read_ms_max']:.2f}), counter updates every {mt['update_period_ms_median'] or 0:.1f} ms")
+          f" (max {mt['read_ms_max']:.2f}, CPU {mt['read_cpu_ms_median']:.2f}), counter updates every"
+          f" {mt['update_period_ms_median'] or 0:.1f} ms")
+    if "power_field" in report:
+        print(f"power field: {report['power_field']}")
     heads = ("ms", "ref J", "attributed J", "error", "time-share J", "error")
     print(f"{'class':6s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, (7, 9, 13, 8, 13, 8), strict=True)))
     for kind, m in mixed.items():
         print(f"{kind:6s} {refs[kind]['ms']:7.2f} {m['ref_J']:9.3f} {m['attributed_J']:13.3f} {m['rel_error']:+8.1%}"
               f" {m['time_share_J']:13.3f} {m['time_share_rel_error']:+8.1%}")
-    print(f"overhead ratio {report['overhead_ratio']:.4f}   conservation {report['conservation_rel_error']:.2e}")
+    print(f"overhead ratio {report['overhead_ratio']:.4f}   conservation {report['conservation_rel_error']:.2e}"
+          f"   sampler reads/s {report['sampler_reads_per_s']:.1f}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
     print(json.dumps(report, default=str))

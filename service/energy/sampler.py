@@ -23,6 +23,7 @@ from service.energy.types import DeviceInfo, Edge, Interval
 
 log = logging.getLogger(__name__)
 
+PHASE_GUARD, PHASE_STEP = 0.10, 0.05
 IntervalSink = Callable[[list[Interval]], None]  # the intervals one meter read closed, all at once
 
 
@@ -46,6 +47,7 @@ class _MeterState:
     last_error: str = ""
     tick_period_s: list[float] = field(default_factory=list)  # tick meters: learned period per device
     tick_next_s: list[float | None] = field(default_factory=list)  # when the next tick is expected
+    tick_guard_s: list[float] = field(default_factory=list)  # how early to start looking for it
 
 
 class Sampler:
@@ -55,10 +57,13 @@ class Sampler:
                  timeline_points: int = 4096, on_tick: Callable[[float], None] | None = None,
                  nice: int = 10) -> None:
         self._clock, self._sink, self._on_tick, self._nice = clock, sink, on_tick, nice
+        # phase lock of ticking counters, as fractions of the tick period: the first read comes ``guard`` before
+        # the expected tick, then one every ``step`` until the tick is seen (or ``3 * guard`` after it)
+        self.phase_guard, self.phase_step = PHASE_GUARD, PHASE_STEP
         self._states = [
             _MeterState(m, min(d.sample_period_s for d in m.devices),
                         boundary=[None] * len(m.devices),
-                        tick_period_s=[d.tick_s for d in m.devices], tick_next_s=[None] * len(m.devices))
+                        tick_period_s=[d.tick_s for d in m.devices], tick_next_s=[None] * len(m.devices), tick_guard_s=[0.0] * len(m.devices))
             for m in meters if m.devices]
         self.devices: tuple[DeviceInfo, ...] = tuple(d for s in self._states for d in s.meter.devices)
         self.timeline: dict[str, deque[TimelinePoint]] = {d.id: deque(maxlen=timeline_points) for d in self.devices}
@@ -108,19 +113,21 @@ class Sampler:
         """When the next meter read is due (the thread sleeps until then)."""
         return min((s.next_due_s for s in self._states), default=self._clock() + 1.0)
 
-    @staticmethod
-    def _next_due(state: _MeterState, now: float) -> float:
+    def _next_due(self, state: _MeterState, now: float) -> float:
         """Phase-locked reading of ticking counters: skip the quiet middle of a tick period and read densely
-        around the expected tick, so a tick's instant is known to a few ms for the cost of a coarse cadence."""
-        due = now + state.period_s
-        for expected, period in zip(state.tick_next_s, state.tick_period_s, strict=True):
-            if expected is None:  # a continuous counter, or no tick seen yet
-                continue
-            guard = 0.15 * period
+        around the expected tick, so a tick's instant is known to a few ms for a few reads per tick. (NVML's
+        counter costs ~3 ms per read: reading it at a flat 20 ms cadence took ~15 % of a core.) A counter with no
+        tick seen yet, or one overdue, is read at the meter's plain cadence; so is a continuous counter."""
+        due = float("inf")
+        for expected, period, guard in zip(state.tick_next_s, state.tick_period_s, state.tick_guard_s, strict=True):
+            if expected is None:  # a continuous counter, or no tick located yet
+                return now + state.period_s
             if now < expected - guard:
                 due = min(due, expected - guard)
             elif now < expected + 3 * guard:
-                due = min(due, now + max(0.001, state.period_s / 5))
+                due = min(due, now + max(0.001, self.phase_step * period))
+            else:  # overdue: the tick came late, or was missed; find it again at the plain cadence
+                due = min(due, now + state.period_s)
         return due
 
     def _read(self, state: _MeterState, now_s: float | None) -> None:
@@ -146,7 +153,7 @@ class Sampler:
                 if old is None or value == old:
                     continue
                 edge = (state.last_read[0], read[1])  # old value seen in the last read, new one in this
-                self._learn_tick(state, i, 0.5 * (edge[0] + edge[1]))
+                self._learn_tick(state, i, edge)
                 if state.boundary[i] is None:  # the first change seen gives the first trustworthy edge
                     state.boundary[i] = (edge, value)
                     self.timeline[dev.id].append(TimelinePoint(0.5 * (edge[0] + edge[1]), value, False))
@@ -158,15 +165,23 @@ class Sampler:
         if closed:
             self._sink(closed)
 
-    @staticmethod
-    def _learn_tick(state: _MeterState, i: int, mid_s: float) -> None:
+    def _learn_tick(self, state: _MeterState, i: int, edge: Edge) -> None:
+        """Predict the next tick from this one. A window wider than ``0.3`` tick means the tick came before the
+        first read looking for it (jitter beyond the guard): its instant is unknown, so the lock is dropped and
+        the next tick is found at the plain cadence, instead of chasing a wrong phase from tick to tick."""
         period = state.tick_period_s[i]
+        width = edge[1] - edge[0]
+        if width > 0.3 * period:
+            state.tick_next_s[i] = None
+            return
+        mid_s = 0.5 * (edge[0] + edge[1])
         last = state.boundary[i]
-        if last is not None:
+        if last is not None and last[0][1] - last[0][0] <= 0.3 * period:
             gap = mid_s - 0.5 * (last[0][0] + last[0][1])
             if 0.5 * period < gap < 1.5 * period:
-                state.tick_period_s[i] = 0.8 * period + 0.2 * gap
-        state.tick_next_s[i] = mid_s + state.tick_period_s[i]
+                state.tick_period_s[i] = period = 0.8 * period + 0.2 * gap
+        state.tick_next_s[i] = mid_s + period
+        state.tick_guard_s[i] = self.phase_guard * period + 0.5 * width  # the jitter, and where this tick was
 
     def _close(self, closed: list[Interval], dev_id: str, boundary: list, i: int, edge: Edge, value: float,
                degraded: bool) -> None:
