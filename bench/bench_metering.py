@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.energy import Metering  # noqa: E402
 from service.energy.meters.simulated import SimulatedDevice, SimulatedMeter  # noqa: E402
+from service.energy.types import Component  # noqa: E402
 
 IDLE_W = 80.0
 CLASSES = {  # name: (active watts, duration range in seconds, probability)
@@ -109,7 +110,7 @@ def score(n: int, streams: int, tick_s: float, seed: int, time_share: bool) -> d
             "learned_w": {k: round(v, 1) for k, v in metering.attributor.models["sim0"].snapshot().items()}}
 
 
-def overhead(block_s: float, rounds: int, meters: str = "auto") -> dict:
+def overhead(block_s: float, rounds: int, meters: str = "auto", charge: str = "host") -> dict:
     """Wall time of blocks of ~5 ms work items, metered vs not, in adjacent pairs of alternating order.
 
     A metered block is everything metering costs: the sampler thread is started, every item is tracked, and the
@@ -138,16 +139,23 @@ def overhead(block_s: float, rounds: int, meters: str = "auto") -> dict:
     for _ in range(3):  # calibrate: one item ~ 5 ms
         reps = max(1, round(reps * 0.005 / max(item_s(), 1e-6)))
     items = max(20, round(block_s / item_s()))
-    found = detect_meters(gpu=meters in ("auto", "nvml"), rapl=meters == "auto", estimate=meters != "nvml").meters
+    found = detect_meters(gpu=meters in ("auto", "nvml"), rapl=meters == "auto",
+                          estimate=meters not in ("nvml", "sim-nvml")).meters
+    if meters.startswith("sim-nvml"):  # a GPU counter that ticks every 100 ms and costs 2.7 ms of CPU per read
+        found = [SimulatedMeter({"gpu0": SimulatedDevice(80.0, {}, tick_s=0.1)}, read_cpu_s=0.0027)]
     metering = Metering(found)
     phase_lock(metering)
+    # CPU work is charged on the host's devices, as the service charges a model on the CPU: a GPU counter on the
+    # same machine is then read sparsely ("charge all" keeps every device busy, as for GPU work)
+    host = None if charge == "all" else tuple(d.id for d in metering.devices.values()
+                                               if d.component is not Component.GPU)
 
     def block(metered: bool) -> float:
         t0 = time.perf_counter()
         if metered:
             metering.sampler.start()
             for _ in range(items):
-                with metering.track("bench", "matmul", tokens_in=256):
+                with metering.track("bench", "matmul", tokens_in=256, devices=host):
                     work()
             metering.sampler.stop()
         else:
@@ -175,7 +183,7 @@ def overhead(block_s: float, rounds: int, meters: str = "auto") -> dict:
     costs = []
     for _ in range(200):
         work()
-        with metering.track("bench", "matmul", tokens_in=256) as ticket:
+        with metering.track("bench", "matmul", tokens_in=256, devices=host) as ticket:
             pass
         t0 = time.perf_counter()
         metering.result(ticket)
@@ -199,8 +207,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--overhead-block-s", type=float, default=1.0)
     ap.add_argument("--overhead-rounds", type=int, default=30)
-    ap.add_argument("--meters", choices=("auto", "nvml", "estimate"), default="auto",
-                    help="meters for the overhead blocks (auto: what this machine has)")
+    ap.add_argument("--meters", choices=("auto", "nvml", "estimate", "sim-nvml"), default="auto",
+                    help="meters for the overhead blocks (auto: what this machine has; sim-nvml: a simulated GPU "
+                         "counter whose reads cost 2.7 ms of CPU, as NVML's do)")
+    ap.add_argument("--charge", choices=("host", "all"), default="host",
+                    help="devices the CPU work items are charged on (all: every device stays busy)")
     ap.add_argument("--phase", help="GUARD,STEP: the sampler's phase lock as fractions of a tick (experiments)")
     ap.add_argument("--skip", choices=("attribution", "overhead"), action="append", default=[])
     args = ap.parse_args()
@@ -211,7 +222,7 @@ def main() -> None:
     worst, worst_ts, cons = 0.0, 0.0, 0.0
     out: dict = {}
     if "overhead" not in args.skip:
-        oh = overhead(args.overhead_block_s, args.overhead_rounds, args.meters)
+        oh = overhead(args.overhead_block_s, args.overhead_rounds, args.meters, args.charge)
         print(f"overhead: {oh}")
         out.update({"overhead_ratio": round(oh["overhead_ratio"], 4), "overhead_item_ms": oh["item_ms"],
                     "overhead_ratio_iqr": oh["overhead_ratio_iqr"],

@@ -116,3 +116,56 @@ def test_phase_lock_reads_a_ticking_counter_a_few_times_per_tick_and_skips_the_q
     assert len(late) >= 18 and max(e1[1] - e1[0] for _, _, e1, _, _ in late) <= 0.0101  # ticks still located
     line = sampler.timeline["sim0"]
     assert sum(j for *_, j, _ in out) == pytest.approx(line[-1].energy_j - line[0].energy_j)  # nothing lost
+
+
+def _run(sampler, clock, until_s, events=()):
+    """Drive the sampler on the virtual clock; ``events``: (time, callable) run when the clock passes them."""
+    pending = sorted(events, key=lambda e: e[0])
+    while clock.now < until_s:
+        sampler.sample_once()
+        nxt = sampler.next_due_s()
+        if pending and pending[0][0] <= nxt:
+            clock.now = max(clock.now, pending[0][0])
+            pending.pop(0)[1]()
+            continue
+        clock.now = nxt
+
+
+def test_an_idle_device_is_located_every_fifth_tick_and_a_request_brings_back_every_tick(clock):
+    dev = SimulatedDevice(100.0, {"c": 300.0}, tick_s=0.1, tick_jitter_s=0.003, phase_s=0.03, clock=clock)
+    meter = CountingMeter({"gpu0": dev}, clock=clock)
+    open_on: set[str] = set()
+    out = []
+    sampler = Sampler([meter], out.extend, clock=clock, busy=lambda: set(open_on))
+    _run(sampler, clock, 4.0)
+    idle_reads = [t for t in meter.reads if 2.0 <= t < 4.0]
+    assert len(idle_reads) <= 4 * 5  # 4 brackets in two seconds, a few reads each (busy: ~4 x 20)
+    idle = [iv for iv in out if iv[1][0] >= 2.0]
+    assert idle and all(0.45 < e1[0] - e0[1] < 0.55 for _, e0, e1, _, _ in idle)  # five ticks per interval
+    assert all(e1[1] - e1[0] <= 0.02 for _, _, e1, _, _ in idle)  # each still located to a few ms
+
+    def begin():
+        open_on.add("gpu0")
+        dev.begin("r", "c")
+
+    def end():
+        dev.end("r")
+        open_on.discard("gpu0")
+
+    _run(sampler, clock, 6.0, [(4.02, begin), (5.0, end)])
+    busy = [iv for iv in out if 4.2 <= iv[1][0] < 4.9]
+    assert len(busy) >= 6 and all(e1[0] - e0[1] < 0.11 for _, e0, e1, _, _ in busy)  # tick to tick again
+    line = sampler.timeline["gpu0"]
+    assert sum(j for *_, j, _ in out) == pytest.approx(line[-1].energy_j - line[0].energy_j)  # nothing lost
+
+
+def test_a_drifted_phase_drops_the_lock_and_finds_the_ticks_again(clock):
+    dev = SimulatedDevice(100.0, {}, tick_s=0.1, phase_s=0.03, clock=clock)
+    sampler, out = collect(SimulatedMeter({"gpu0": dev}, clock=clock), clock)
+    _run(sampler, clock, 1.0)
+    dev._next_tick_s += 0.045  # the counter's phase jumps by 45 ms (a driver reset, say)
+    _run(sampler, clock, 3.0)
+    late = [iv for iv in out if iv[1][0] >= 2.0]
+    assert len(late) >= 8 and max(e1[1] - e1[0] for _, _, e1, _, _ in late) <= 0.02
+    line = sampler.timeline["gpu0"]
+    assert sum(j for *_, j, _ in out) == pytest.approx(line[-1].energy_j - line[0].energy_j)

@@ -73,9 +73,12 @@ class SimulatedMeter(Meter):
     """Meter over simulated devices; reads the counters at the meter's clock."""
 
     def __init__(self, devices: dict[str, SimulatedDevice], *, component: Component = Component.GPU,
-                 sample_period_s: float | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+                 sample_period_s: float | None = None, clock: Callable[[], float] = time.perf_counter,
+                 read_cpu_s: float = 0.0) -> None:
+        """``read_cpu_s``: each read keeps the CPU busy this long, as NVML's energy counter does (~2.7 ms
+        measured on an H200), so benchmarks can show what reading a costly counter does to inference."""
         self.sim = dict(devices)
-        self._clock = clock
+        self._clock, self._read_cpu_s = clock, read_cpu_s
         self.devices = tuple(
             DeviceInfo(id=dev_id, component=component, method=Method.MEASURED, name="simulated",
                        tick_s=dev.tick_s,
@@ -83,5 +86,9 @@ class SimulatedMeter(Meter):
             for dev_id, dev in self.sim.items())
 
     def read(self) -> list[float]:
+        if self._read_cpu_s:
+            end = time.thread_time() + self._read_cpu_s
+            while time.thread_time() < end:
+                pass
         now = self._clock()
         return [dev.counter_j(now) for dev in self.sim.values()]
