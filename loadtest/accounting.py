@@ -22,8 +22,7 @@ COMPONENTS = ("gpu", "cpu", "ram")
 
 def combine_methods(methods: Iterable[str]) -> str:
     """The server's own rule (``Method.combine``) on method names; ``none`` when there is no figure at all."""
-    kinds = {Method(m) for m in methods}
-    return str(Method.combine(kinds)) if kinds else "none"
+    return str(Method.combine({Method(m) for m in methods}))
 
 
 def carbon_g(energy_j: float, intensity_g_per_kwh: float, pue: float) -> float:

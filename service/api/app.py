@@ -62,8 +62,10 @@ def build_metering(settings: Settings) -> Metering | None:
     selection = detect_meters()
     for backend, note in selection.notes.items():
         log.info("meter %s: %s", backend, note)
-    return Metering(selection.meters, build_carbon(settings), accounting=Accounting(settings.accounting),
-                    store_size=settings.records_kept)
+    metering = Metering(selection.meters, build_carbon(settings), accounting=Accounting(settings.accounting),
+                        store_size=settings.records_kept)
+    metering.meter_notes = dict(selection.notes)
+    return metering
 
 
 def _api_keys(settings: Settings) -> list[bytes]:
@@ -216,6 +218,7 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
                 accounting=str(metering.accounting),
                 meters={d.id: {"component": str(d.component), "method": str(d.method), "name": d.name,
                                "tick_s": d.tick_s} for d in metering.devices.values()},
+                meter_notes=metering.meter_notes,
                 carbon={"intensity_g_per_kwh": carbon.intensity.intensity_g_per_kwh(time.time()),
                         "source": carbon.intensity.description, "pue": carbon.pue,
                         "embodied": carbon.embodied is not None})

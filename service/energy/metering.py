@@ -100,6 +100,7 @@ class Metering:
         self._store: OrderedDict[str, EnergyRecord] = OrderedDict()
         self._store_size = store_size
         self._subscribers: list[Callable[[EnergyRecord], None]] = []
+        self.meter_notes: dict[str, str] = {}  # backend -> why it is used or not (set by whoever picked the meters)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def start(self) -> None:

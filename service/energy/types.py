@@ -22,19 +22,22 @@ class Component(StrEnum):
 
 
 class Method(StrEnum):
-    """How a figure was obtained. ``mixed`` only ever describes an aggregate of several devices."""
+    """How a figure was obtained. ``mixed`` only ever describes an aggregate of several devices; ``none`` one of
+    no device at all (no meter works here: its zero joules are not a figure)."""
 
     MEASURED = "measured"
     ESTIMATED = "estimated"
     MIXED = "mixed"
+    NONE = "none"
 
     @classmethod
     def combine(cls, methods: list[Method] | tuple[Method, ...] | set[Method]) -> Method:
-        """One method for several figures: ``mixed`` when measured and estimated figures meet."""
-        kinds = set(methods)
+        """One method for several figures: ``mixed`` when measured and estimated figures meet; ``none`` (no figure)
+        gives way to any other."""
+        kinds = set(methods) - {cls.NONE}
         if len(kinds) == 1:
             return kinds.pop()
-        return cls.MIXED if kinds else cls.ESTIMATED
+        return cls.MIXED if kinds else cls.NONE
 
 
 class Status(StrEnum):

@@ -130,3 +130,19 @@ def test_codecarbon_backed_estimate_meter_reads_real_values():
     sum(i * i for i in range(200_000))
     second = meter.read()
     assert second[0] > first[0] and second[1] > first[1]
+
+
+def test_method_combines_devices_and_none_means_no_device_was_metered():
+    assert Method.combine([Method.MEASURED, Method.ESTIMATED]) is Method.MIXED
+    assert Method.combine([Method.ESTIMATED, Method.NONE]) is Method.ESTIMATED
+    assert Method.combine([]) is Method.NONE
+
+
+def test_a_request_with_no_meter_at_all_is_labelled_none_not_estimated(clock):
+    from service.energy.meters.base import NullMeter
+
+    metering = Metering([NullMeter("nothing here")], clock=clock, wall=clock)
+    with metering.track("m", "task") as ticket:
+        clock.advance(0.01)
+    record = metering.result(ticket)
+    assert record.energy_j == 0 and record.method is Method.NONE

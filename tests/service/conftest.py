@@ -24,8 +24,8 @@ def free_port() -> int:
 class LiveServer:
     """``wrap``: an ASGI middleware factory put around the app (e.g. to record what the server received)."""
 
-    def __init__(self, settings: Settings, wrap=None) -> None:
-        self.app = create_app(settings)
+    def __init__(self, settings: Settings, wrap=None, metering=True) -> None:
+        self.app = create_app(settings, metering)
         self.url = f"http://{settings.host}:{settings.port}"
         app = wrap(self.app) if wrap is not None else self.app
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")

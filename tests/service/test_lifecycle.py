@@ -93,3 +93,20 @@ def test_graceful_shutdown_finishes_in_flight_requests_with_final_energy(tmp_pat
     assert r.status_code == 200
     record = live.app.state.runtime.metering.record(r.headers["X-Request-Id"])
     assert record is not None and str(record.status) == "final" and record.energy_j > 0
+
+
+def test_a_server_without_any_meter_says_so_in_headers_and_system(tmp_path, tiny_classifier):
+    from service.energy import Metering
+    from service.energy.meters.base import NullMeter
+
+    registry = tmp_path / "models.yaml"
+    registry.write_text(f"models:\n  - name: tiny\n    task: text-classification\n    source: {tiny_classifier}\n"
+                        "    device: cpu\n    demo: true\n")
+    metering = Metering([NullMeter("no energy meter is available")])
+    metering.meter_notes = {"estimate": "unavailable: codecarbon is not installed"}
+    with LiveServer(Settings(port=free_port(), registry=registry), metering=metering) as live:
+        r = httpx.post(f"{live.url}/v1/models/tiny/infer", json={"inputs": "fine"})
+        system = httpx.get(f"{live.url}/v1/system").json()
+    assert r.status_code == 200
+    assert r.headers["X-Energy-Method"] == "none" and float(r.headers["X-Energy-Joules"]) == 0
+    assert system["meters"] == {} and "codecarbon" in system["meter_notes"]["estimate"]
