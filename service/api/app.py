@@ -165,6 +165,9 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
+        served = getattr(request.state, "served", None)  # a known model's request refused before it ran
+        if served is not None and not exc.counted:
+            metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
         return JSONResponse(exc.body(request.url.path), exc.status, headers=exc.headers, media_type=PROBLEM_JSON)
 
     @app.exception_handler(RequestValidationError)
@@ -235,7 +238,7 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
     @app.post("/v1/models/{name}/infer", tags=["inference"])  # request schema: service/api/openapi.py
     async def infer(name: str, request: Request, include_energy: bool = False) -> Response:
         authorize(request)
-        served = find_model(runtime, name)
+        served = find_model(runtime, name, request)
         payload = await read_json(request)
         try:
             body = served.task.request.model_validate(payload)
@@ -274,10 +277,14 @@ def describe(m: ServedModel) -> dict[str, Any]:
             "generation": m.spec.generation}
 
 
-def find_model(runtime: Runtime, name: str) -> ServedModel:
+def find_model(runtime: Runtime, name: str, request: Request | None = None) -> ServedModel:
+    """The served model ``name``. With ``request``, a refusal from here on counts in the model's
+    ``wattserve_requests_total`` (an unknown name does not: it would make the label unbounded)."""
     served = runtime.models.get(name)
     if served is None:
         raise NotFound(f"no model named {name!r}; GET /v1/models lists them", field="model")
+    if request is not None:
+        request.state.served = served
     return served
 
 
@@ -310,6 +317,7 @@ async def run_observed(app: FastAPI, served: ServedModel, body: BaseModel, on_te
             outcome = await _unless_disconnected(request, app.state.runtime.infer(served, body, on_text))
     except Problem as exc:
         metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
+        exc.counted = True
         raise
     metrics.observe_response(served.spec.name, served.spec.task, 200, outcome.inference_s,
                              outcome.tokens_in, outcome.tokens_out)

@@ -43,14 +43,16 @@ async def embeddings(body: EmbeddingsBody, request: Request, include_energy: boo
 
     app = request.app
     app.state.authorize(request)
-    served = find_model(app.state.runtime, body.model)
+    served = find_model(app.state.runtime, body.model, request)
     if served.task.openai != "embeddings":
         raise TaskMismatch(f"model {body.model!r} serves {served.spec.task}, not embeddings", field="model")
     outcome = await run_observed(app, served, EmbeddingRequest(inputs=body.input), request=request)
     vectors = outcome.body["embeddings"]
     if body.dimensions is not None and body.dimensions != len(vectors[0]):
-        raise Invalid(f"this model's embeddings have {len(vectors[0])} dimensions", field="dimensions",
-                      limit=len(vectors[0]))
+        problem = Invalid(f"this model's embeddings have {len(vectors[0])} dimensions", field="dimensions",
+                          limit=len(vectors[0]))
+        problem.counted = True  # it ran (its energy is recorded) and was counted then
+        raise problem
     usage = {"prompt_tokens": outcome.tokens_in, "total_tokens": outcome.tokens_in}
     if include_energy:
         usage["energy"] = energy_usage(outcome.record)
@@ -106,7 +108,7 @@ def _served_generator(request: Request, name: str):
     from service.api.app import find_model
 
     request.app.state.authorize(request)
-    served = find_model(request.app.state.runtime, name)
+    served = find_model(request.app.state.runtime, name, request)
     if served.task.openai != "completions":
         raise TaskMismatch(f"model {name!r} serves {served.spec.task}, not text generation", field="model")
     return served

@@ -174,3 +174,18 @@ def test_the_openai_python_client_works_unchanged(server):
     assert len(result.data) == 2 and len(result.data[0].embedding) == 384
     assert result.usage.prompt_tokens > 0
     assert float(raw.headers["x-energy-joules"]) > 0 and raw.headers["x-energy-method"] == "estimated"
+
+
+def test_requests_a_known_model_refuses_count_once_in_requests_total(server):
+    def count(status: str) -> float:
+        key = f'wattserve_requests_total{{model="tiny-sentiment",status="{status}",task="text-classification"}}'
+        return scrape(server).get(key, 0.0)
+
+    before = count("4xx")
+    assert httpx.post(f"{server.url}/v1/models/tiny-sentiment/infer", json={"inputs": 3}).status_code == 422
+    assert count("4xx") == before + 1  # refused before it ran: counted by the problem handler
+    too_long = " ".join(["word"] * 200)  # over max_input_tokens (64): refused inside the runtime
+    assert httpx.post(f"{server.url}/v1/models/tiny-sentiment/infer", json={"inputs": too_long}).status_code == 413
+    assert count("4xx") == before + 2  # counted there, and not again by the handler
+    assert httpx.post(f"{server.url}/v1/models/no-such-model/infer", json={"inputs": "x"}).status_code == 404
+    assert not any('model="no-such-model"' in k for k in scrape(server))  # unknown names stay out of the labels
