@@ -3,7 +3,7 @@
 #   1. scripts/gpu_check.py          metering core: meter timing, attribution vs standalone references, overhead
 #   2. scripts/gpu_service_check.py  the service on the GPU: every task, headers, /metrics balance, metered p50
 #   3. tests/energy/test_nvml*.py    the NVML backend on real hardware (and against autospec fakes)
-#   4. bench/bench_metering.py       the overhead benchmark on that 16-core host: all meters, then NVML alone
+#   4. bench/bench_metering.py       the overhead benchmark on that 16-core host: NVML read densely, then sparsely
 # Each step has its own time limit; logs and JSON go to $OUT (default ./device-out). Needs torch with CUDA,
 # transformers, nvidia-ml-py, httpx, pyyaml, pytest; what is missing (fastapi, pydantic, codecarbon, ...) can
 # travel as wheels in .whl/ (see docs/gpu-check.md).
@@ -35,11 +35,11 @@ step "3. NVML tests"
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/energy/test_nvml_gpu.py tests/energy/test_nvml.py \
     tests/energy/test_sampler.py 2>&1 | tee "$OUT/nvml_tests.log" | tail -n 12
 
-step "4. bench_metering overhead, every meter this host has (NVML, CPU and RAM estimates)"
+step "4. bench_metering overhead: CPU work items, NVML read densely (work charged on every device, as GPU work is)"
+timeout 120 python3 bench/bench_metering.py --skip attribution --overhead-rounds 16 --meters nvml --charge all 2>&1 \
+    | tee "$OUT/bench_metering_dense.log" | tail -n 1
+
+step "5. bench_metering overhead: CPU work items charged on the host, so NVML is read sparsely (the default)"
 timeout 120 python3 bench/bench_metering.py --skip attribution --overhead-rounds 16 2>&1 \
     | tee "$OUT/bench_metering.log" | tail -n 1
-
-step "5. bench_metering overhead, NVML alone"
-timeout 120 python3 bench/bench_metering.py --skip attribution --overhead-rounds 16 --meters nvml 2>&1 \
-    | tee "$OUT/bench_metering_nvml.log" | tail -n 1
 step "done"
