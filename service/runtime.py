@@ -67,7 +67,9 @@ class Runtime:
         self.models: dict[str, ServedModel] = {}
         for spec in registry.models:
             device = resolve_device(spec.device)
-            self.models[spec.name] = ServedModel(spec, TASKS[spec.task], device, self._meter_devices(device))
+            served = self.models[spec.name] = ServedModel(spec, TASKS[spec.task], device, self._meter_devices(device))
+            if self.metering is not None:
+                self.metering.charge_on(served.meter_devices or ())
         self._executors: dict[str, ThreadPoolExecutor] = {}
 
     def _meter_devices(self, device: str) -> tuple[str, ...] | None:

@@ -550,10 +550,3 @@ class Attributor:
 
     def open_count(self) -> int:
         return len(self._open)
-
-    def busy_devices(self) -> set[str]:
-        """Devices that open requests (running, or ended and waiting for their final figure) are charged on."""
-        busy: set[str] = set()
-        for req in list(self._open):
-            busy |= req.devices
-        return busy

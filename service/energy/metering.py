@@ -86,8 +86,9 @@ class Metering:
             stale_after_s = max([2.0] + [20 * d.tick_s for d in devices])
         self.attributor = Attributor(devices, self._finalise, stale_after_s=stale_after_s, time_share=time_share,
                                      clock=clock)
+        self._charged: frozenset[str] | None = None  # devices requests may be charged on (None: every device)
         self.sampler = Sampler(self.meters, self.attributor.on_intervals, clock=clock, on_tick=self._on_tick,
-                               busy=self.attributor.busy_devices)
+                               busy=lambda: self._charged)
         self.devices: dict[str, DeviceInfo] = {d.id: d for d in devices}
         self._device_ids = tuple(self.devices)
         self._device_sets: dict[tuple[str, ...], tuple[tuple[str, ...], frozenset[str]]] = {}
@@ -114,6 +115,12 @@ class Metering:
         self.sampler.stop()
         for meter in self.meters:
             meter.close()
+
+    def charge_on(self, devices: Iterable[str]) -> None:
+        """Declare devices that requests may be charged on (the service: each model's devices). A ticking counter
+        of a device nobody declared is read sparsely, one tick in ``Sampler.idle_every``: no request ever needs
+        its edges, and each NVML read keeps a core busy ~2.7 ms. Until the first call, every device counts."""
+        self._charged = (self._charged or frozenset()) | frozenset(devices)
 
     def subscribe(self, callback: Callable[[EnergyRecord], None]) -> None:
         """Call ``callback(record)`` for every final record (from the sampler thread: keep it short)."""

@@ -24,7 +24,7 @@ from service.energy.types import DeviceInfo, Edge, Interval
 log = logging.getLogger(__name__)
 
 PHASE_GUARD, PHASE_STEP = 0.10, 0.05
-IDLE_EVERY_TICKS = 5  # a device nobody is charged on: one tick located in five (about 2 s^-1 brackets for NVML)
+IDLE_EVERY_TICKS = 5  # a device nobody may be charged on: one tick located in five (2 brackets a second for NVML)
 IntervalSink = Callable[[list[Interval]], None]  # the intervals one meter read closed, all at once
 
 
@@ -50,9 +50,8 @@ class _MeterState:
     tick_anchor_s: list[float | None] = field(default_factory=list)  # instant of the last tick located
     tick_guard_s: list[float] = field(default_factory=list)  # how early to start looking for the next one
     tick_misses: list[int] = field(default_factory=list)  # brackets in a row that did not locate their tick
-    busy_seen_s: list[float] = field(default_factory=list)  # when a request charged on the device was last seen
-    sparse: bool = False  # skipping ticks of an idle device: woken to look for requests, not to read
-    recheck_s: float = 0.0  # when a sparse meter's thread wakes to look for requests
+    busy_seen_s: list[float] = field(default_factory=list)  # when the device was last among ``busy()``
+    sparse: bool = False  # skipping ticks of a device nobody is charged on
 
 
 class Sampler:
@@ -61,8 +60,8 @@ class Sampler:
     def __init__(self, meters: list[Meter], sink: IntervalSink, *, clock: Callable[[], float] = time.perf_counter,
                  timeline_points: int = 4096, on_tick: Callable[[float], None] | None = None,
                  busy: Callable[[], Collection[str]] | None = None, nice: int = 10) -> None:
-        """``busy()``: the ids of the devices that open requests are charged on. A ticking counter of a device
-        nobody is charged on is located only every ``idle_every`` ticks (None: every device is always busy)."""
+        """``busy()``: the ids of the devices requests may be charged on (None: every device). A ticking counter of
+        any other device is located only every ``idle_every`` ticks."""
         self._clock, self._sink, self._on_tick, self._busy, self._nice = clock, sink, on_tick, busy, nice
         # phase lock of ticking counters, as fractions of the tick period: the first read comes ``guard`` before
         # the expected tick, then one every ``step`` until the tick is seen (or ``3 * guard`` after it)
@@ -118,22 +117,22 @@ class Sampler:
                 self._read(state, now_s)
                 state.next_due_s = self._next_due(state, now, busy)
             elif state.sparse and busy and any(d.id in busy for d in state.meter.devices):
-                state.next_due_s = self._next_due(state, now, busy)  # a request came: bracket the next tick
-            if state.sparse:
-                state.recheck_s = now + min(state.tick_period_s)
+                state.next_due_s = self._next_due(state, now, busy)  # newly charged: bracket the next tick
         if self._on_tick is not None:
             self._on_tick(now)
 
     def next_due_s(self) -> float:
-        """When the thread wakes next: the next read due, or sooner to look for requests on a sparse device."""
-        due = [min(s.next_due_s, s.recheck_s) if s.sparse else s.next_due_s for s in self._states]
-        return min(due, default=self._clock() + 1.0)
+        """When the next meter read is due (the thread sleeps until then)."""
+        return min((s.next_due_s for s in self._states), default=self._clock() + 1.0)
 
     def _next_due(self, state: _MeterState, now: float, busy: Collection[str] | None = None) -> float:
         """Phase-locked reading of ticking counters: skip the quiet middle of a tick period and read densely
         around the expected tick, so a tick's instant is known to a few ms for a few reads per tick. A device that
-        no open request is charged on is located only every ``idle_every`` ticks: NVML's counter costs ~2.7 ms
-        of CPU per read (measured on an H200), and 40 reads a second slowed CPU inference on all cores by 23 %.
+        no request may be charged on (``busy()``; say the GPU while only CPU models are served) is located only
+        every ``idle_every`` ticks: NVML's counter costs ~2.7 ms of CPU per read (measured on an H200), and 40
+        reads a second slowed CPU inference on all cores by 23 %. (Sparse reading for devices merely idle between
+        requests was tried: a request after a quiet spell then shares one long interval with the idle draw's
+        wander, and sporadic small requests came out +22 % instead of +6 % in simulation.)
         A counter with no tick located yet is read at the meter's plain cadence; so is a continuous counter."""
         due, state.sparse = float("inf"), False
         for i, (dev, anchor, period, guard) in enumerate(zip(state.meter.devices, state.tick_anchor_s,

@@ -146,3 +146,23 @@ def test_a_request_with_no_meter_at_all_is_labelled_none_not_estimated(clock):
         clock.advance(0.01)
     record = metering.result(ticket)
     assert record.energy_j == 0 and record.method is Method.NONE
+
+
+def test_a_ticking_device_no_request_may_be_charged_on_is_read_sparsely(clock):
+    reads = {}
+    for charged in (None, ("ram",)):
+        dev = SimulatedDevice(50.0, {}, tick_s=0.1, phase_s=0.03, clock=clock)
+        meter = SimulatedMeter({"gpu0": dev}, clock=clock)
+        read, count = meter.read, []
+        meter.read = lambda read=read, count=count: count.append(1) or read()
+        metering = Metering([meter], clock=clock, wall=clock)
+        if charged is not None:
+            metering.charge_on(charged)  # as the service does when it serves CPU models only
+        start = clock.now
+        run_for(metering, clock, 3.0)
+        reads[charged] = len(count)
+        line = metering.sampler.timeline["gpu0"]
+        assert metering.totals()["gpu0"].measured_j == pytest.approx(line[-1].energy_j - line[0].energy_j)
+        assert line[-1].t_s - line[0].t_s > 2.0  # every tick's energy is counted, in longer intervals
+        clock.now = start + 10.0
+    assert reads[("ram",)] < 0.4 * reads[None]

@@ -131,7 +131,7 @@ def _run(sampler, clock, until_s, events=()):
         clock.now = nxt
 
 
-def test_an_idle_device_is_located_every_fifth_tick_and_a_request_brings_back_every_tick(clock):
+def test_a_device_nobody_is_charged_on_is_located_every_fifth_tick_until_one_is(clock):
     dev = SimulatedDevice(100.0, {"c": 300.0}, tick_s=0.1, tick_jitter_s=0.003, phase_s=0.03, clock=clock)
     meter = CountingMeter({"gpu0": dev}, clock=clock)
     open_on: set[str] = set()

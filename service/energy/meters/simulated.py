@@ -19,8 +19,12 @@ from service.energy.types import Component, DeviceInfo, Method
 class SimulatedDevice:
     def __init__(self, idle_w: float, class_active_w: dict[str, float], *, tick_s: float = 0.1,
                  tick_jitter_s: float = 0.0, phase_s: float = 0.0, seed: int = 0,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 idle_wander_w: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> None:
+        """``idle_wander_w``: the idle draw wanders, as a real GPU's does. At every tick it takes a step of this
+        standard deviation and is pulled a tenth of the way back to ``idle_w``. The wander is not active energy:
+        attribution that mistakes it for a request's draw is scored as an error."""
         self.idle_w = idle_w
+        self._wander_w, self._idle_now_w = idle_wander_w, idle_w
         self.class_active_w = dict(class_active_w)
         self.tick_s = tick_s
         self._jitter_s = tick_jitter_s
@@ -38,13 +42,13 @@ class SimulatedDevice:
         with self._lock:
             self._advance(self._clock() if t_s is None else t_s)
             self._running[token] = self.class_active_w[work_class]
-            self._power_w = self.idle_w + sum(self._running.values())
+            self._power_w = self._idle_now_w + sum(self._running.values())
 
     def end(self, token: Hashable, t_s: float | None = None) -> None:
         with self._lock:
             self._advance(self._clock() if t_s is None else t_s)
             self._running.pop(token)
-            self._power_w = self.idle_w + sum(self._running.values())
+            self._power_w = self._idle_now_w + sum(self._running.values())
 
     def counter_j(self, t_s: float | None = None) -> float:
         """What the device's counter shows at ``t_s``: the true energy as of its last tick."""
@@ -64,6 +68,10 @@ class SimulatedDevice:
             self._counter_j = self._energy_j
             jitter = self._rng.uniform(-self._jitter_s, self._jitter_s) if self._jitter_s else 0.0
             self._next_tick_s += self.tick_s + jitter
+            if self._wander_w:
+                step = self._rng.gauss(0.0, self._wander_w) - 0.1 * (self._idle_now_w - self.idle_w)
+                self._idle_now_w += step
+                self._power_w += step
         if t_s > self._t_s:
             self._energy_j += self._power_w * (t_s - self._t_s)
             self._t_s = t_s
