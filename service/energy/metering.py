@@ -118,8 +118,8 @@ class Metering:
 
     def charge_on(self, devices: Iterable[str]) -> None:
         """Declare devices that requests may be charged on (the service: each model's devices). A ticking counter
-        of a device nobody declared is read sparsely, one tick in ``Sampler.idle_every``: no request ever needs
-        its edges, and each NVML read keeps a core busy ~2.7 ms. Until the first call, every device counts."""
+        of a device nobody declared is read once a second (``Sampler.sparse_read_s``): no request ever needs its
+        edges, and each NVML read keeps a core busy ~2.7 ms. Until the first call, every device counts."""
         self._charged = (self._charged or frozenset()) | frozenset(devices)
 
     def subscribe(self, callback: Callable[[EnergyRecord], None]) -> None:

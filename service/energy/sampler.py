@@ -24,7 +24,7 @@ from service.energy.types import DeviceInfo, Edge, Interval
 log = logging.getLogger(__name__)
 
 PHASE_GUARD, PHASE_STEP = 0.10, 0.05
-IDLE_EVERY_TICKS = 5  # a device nobody may be charged on: one tick located in five (2 brackets a second for NVML)
+SPARSE_READ_S = 1.0  # a ticking device no request may be charged on: one read a second keeps its total and power
 IntervalSink = Callable[[list[Interval]], None]  # the intervals one meter read closed, all at once
 
 
@@ -50,8 +50,7 @@ class _MeterState:
     tick_anchor_s: list[float | None] = field(default_factory=list)  # instant of the last tick located
     tick_guard_s: list[float] = field(default_factory=list)  # how early to start looking for the next one
     tick_misses: list[int] = field(default_factory=list)  # brackets in a row that did not locate their tick
-    busy_seen_s: list[float] = field(default_factory=list)  # when the device was last among ``busy()``
-    sparse: bool = False  # skipping ticks of a device nobody is charged on
+    sparse: bool = False  # read once in a while: no request is charged on its ticking devices
 
 
 class Sampler:
@@ -61,11 +60,11 @@ class Sampler:
                  timeline_points: int = 4096, on_tick: Callable[[float], None] | None = None,
                  busy: Callable[[], Collection[str]] | None = None, nice: int = 10) -> None:
         """``busy()``: the ids of the devices requests may be charged on (None: every device). A ticking counter of
-        any other device is located only every ``idle_every`` ticks."""
+        any other device is read once every ``sparse_read_s``, without locating its ticks."""
         self._clock, self._sink, self._on_tick, self._busy, self._nice = clock, sink, on_tick, busy, nice
         # phase lock of ticking counters, as fractions of the tick period: the first read comes ``guard`` before
         # the expected tick, then one every ``step`` until the tick is seen (or ``3 * guard`` after it)
-        self.phase_guard, self.phase_step, self.idle_every = PHASE_GUARD, PHASE_STEP, IDLE_EVERY_TICKS
+        self.phase_guard, self.phase_step, self.sparse_read_s = PHASE_GUARD, PHASE_STEP, SPARSE_READ_S
         self._states = []
         for m in meters:
             if m.devices:
@@ -73,7 +72,7 @@ class Sampler:
                 self._states.append(_MeterState(
                     m, min(d.sample_period_s for d in m.devices), boundary=[None] * n,
                     tick_period_s=[d.tick_s for d in m.devices], tick_anchor_s=[None] * n, tick_guard_s=[0.0] * n,
-                    tick_misses=[0] * n, busy_seen_s=[float("-inf")] * n))
+                    tick_misses=[0] * n))
         self.devices: tuple[DeviceInfo, ...] = tuple(d for s in self._states for d in s.meter.devices)
         self.timeline: dict[str, deque[TimelinePoint]] = {d.id: deque(maxlen=timeline_points) for d in self.devices}
         self._stop = threading.Event()
@@ -127,25 +126,24 @@ class Sampler:
 
     def _next_due(self, state: _MeterState, now: float, busy: Collection[str] | None = None) -> float:
         """Phase-locked reading of ticking counters: skip the quiet middle of a tick period and read densely
-        around the expected tick, so a tick's instant is known to a few ms for a few reads per tick. A device that
-        no request may be charged on (``busy()``; say the GPU while only CPU models are served) is located only
-        every ``idle_every`` ticks: NVML's counter costs ~2.7 ms of CPU per read (measured on an H200), and 40
-        reads a second slowed CPU inference on all cores by 23 %. (Sparse reading for devices merely idle between
-        requests was tried: a request after a quiet spell then shares one long interval with the idle draw's
-        wander, and sporadic small requests came out +22 % instead of +6 % in simulation.)
+        around the expected tick, so a tick's instant is known to a few ms for a few reads per tick. A ticking
+        device that no request may be charged on (not in ``busy()``; say the GPU while only CPU models are served)
+        is read once every ``sparse_read_s`` instead: its energy is all idle, so only its total matters. NVML's
+        counter costs ~2.7 ms of CPU per read (measured on an H200), and 40 reads a second slowed CPU inference
+        on all cores by 23 %. (Reading devices sparsely while merely idle between requests was tried: a request
+        after a quiet spell then shares one long interval with the idle draw's wander, and sporadic small
+        requests came out +22 % instead of +6 % in simulation.)
         A counter with no tick located yet is read at the meter's plain cadence; so is a continuous counter."""
         due, state.sparse = float("inf"), False
-        for i, (dev, anchor, period, guard) in enumerate(zip(state.meter.devices, state.tick_anchor_s,
-                                                             state.tick_period_s, state.tick_guard_s, strict=True)):
+        for dev, anchor, period, guard in zip(state.meter.devices, state.tick_anchor_s, state.tick_period_s,
+                                              state.tick_guard_s, strict=True):
+            if dev.tick_s > 0 and busy is not None and dev.id not in busy:
+                state.sparse = True  # no request is charged on it: its edges never matter, only its total
+                due = min(due, now + self.sparse_read_s)
+                continue
             if anchor is None:  # a continuous counter, or no tick located yet
-                state.sparse = False
                 return now + state.period_s
             k = max(1, int((now - anchor - 3 * guard) // period) + 1)  # the first tick whose window is still open
-            if busy is None or dev.id in busy:
-                state.busy_seen_s[i] = now
-            elif now - state.busy_seen_s[i] > 2 * period and now < anchor + k * period - guard:
-                k = max(k, self.idle_every)  # idle for two ticks, and not inside a bracket: skip ahead
-                state.sparse = True
             g = guard + 0.005 * period * (k - 1)  # the period is known to well under 1 %: allow for drift
             expected = anchor + k * period
             if now < expected - g:

@@ -163,6 +163,6 @@ def test_a_ticking_device_no_request_may_be_charged_on_is_read_sparsely(clock):
         reads[charged] = len(count)
         line = metering.sampler.timeline["gpu0"]
         assert metering.totals()["gpu0"].measured_j == pytest.approx(line[-1].energy_j - line[0].energy_j)
-        assert line[-1].t_s - line[0].t_s > 2.0  # every tick's energy is counted, in longer intervals
+        assert line[-1].t_s - line[0].t_s >= 1.0  # the energy of every tick between them is counted
         clock.now = start + 10.0
-    assert reads[("ram",)] < 0.4 * reads[None]
+    assert reads[("ram",)] <= 5 < 50 < reads[None]  # once a second, against a few reads every tick

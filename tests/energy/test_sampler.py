@@ -131,30 +131,23 @@ def _run(sampler, clock, until_s, events=()):
         clock.now = nxt
 
 
-def test_a_device_nobody_is_charged_on_is_located_every_fifth_tick_until_one_is(clock):
+def test_a_ticking_device_nobody_is_charged_on_is_read_once_a_second_until_someone_is(clock):
     dev = SimulatedDevice(100.0, {"c": 300.0}, tick_s=0.1, tick_jitter_s=0.003, phase_s=0.03, clock=clock)
     meter = CountingMeter({"gpu0": dev}, clock=clock)
-    open_on: set[str] = set()
+    charged: set[str] = set()
     out = []
-    sampler = Sampler([meter], out.extend, clock=clock, busy=lambda: set(open_on))
+    sampler = Sampler([meter], out.extend, clock=clock, busy=lambda: charged)
     _run(sampler, clock, 4.0)
-    idle_reads = [t for t in meter.reads if 2.0 <= t < 4.0]
-    assert len(idle_reads) <= 4 * 5  # 4 brackets in two seconds, a few reads each (busy: ~4 x 20)
-    idle = [iv for iv in out if iv[1][0] >= 2.0]
-    assert idle and all(0.45 < e1[0] - e0[1] < 0.55 for _, e0, e1, _, _ in idle)  # five ticks per interval
-    assert all(e1[1] - e1[0] <= 0.02 for _, _, e1, _, _ in idle)  # each still located to a few ms
+    assert len([t for t in meter.reads if 1.0 <= t < 4.0]) <= 4  # about one read a second (densely: ~120)
+    charged.add("gpu0")  # a model on this device is served now: every tick is located again
 
     def begin():
-        open_on.add("gpu0")
         dev.begin("r", "c")
 
-    def end():
-        dev.end("r")
-        open_on.discard("gpu0")
-
-    _run(sampler, clock, 6.0, [(4.02, begin), (5.0, end)])
-    busy = [iv for iv in out if 4.2 <= iv[1][0] < 4.9]
-    assert len(busy) >= 6 and all(e1[0] - e0[1] < 0.11 for _, e0, e1, _, _ in busy)  # tick to tick again
+    _run(sampler, clock, 6.0, [(4.52, begin), (5.5, lambda: dev.end("r"))])
+    busy = [iv for iv in out if 4.6 <= iv[1][0] < 5.4]
+    assert len(busy) >= 7 and all(e1[0] - e0[1] < 0.11 for _, e0, e1, _, _ in busy)  # tick to tick
+    assert max(e1[1] - e1[0] for _, _, e1, _, _ in busy) <= 0.02
     line = sampler.timeline["gpu0"]
     assert sum(j for *_, j, _ in out) == pytest.approx(line[-1].energy_j - line[0].energy_j)  # nothing lost
 
