@@ -375,6 +375,7 @@ class Attributor:
         self._stale_after_s = stale_after_s
         self._time_share = time_share
         self._lock = threading.Lock()
+        self._version = 0  # even when no split is under way (a sequence lock for provisional figures)
         self._open: dict[Request, None] = {}  # keyed by the object itself: identity hash, no id string to hash
 
     # -- request path: O(1), no lock, no meter reads -------------------------------------------------------
@@ -390,11 +391,23 @@ class Attributor:
         req.finish(t_s)
 
     def provisional(self, req: Request) -> dict[str, Share]:
-        """The request's shares so far: the covered part measured, the rest estimated from the power model."""
+        """The request's shares so far: the covered part measured, the rest estimated from the power model.
+
+        Lock-free on the request path (it must not wait out a sampler sweep): the sampler makes ``_version`` odd
+        while it splits intervals, so a figure computed meanwhile is recomputed; after a few tries, the lock."""
+        for _ in range(3):
+            version = self._version
+            if version % 2 == 0:
+                shares = self._provisional_shares(req)
+                if self._version == version:
+                    return shares
         with self._lock:
-            running = sum(1 for r in list(self._open) if r.end_s is None)
-            concurrency = max(1, running + (1 if req.end_s is not None else 0))
-            return {d: self._provisional(req, d, concurrency) for d in req.devices}
+            return self._provisional_shares(req)
+
+    def _provisional_shares(self, req: Request) -> dict[str, Share]:
+        running = sum(1 for r in list(self._open) if r.end_s is None)
+        concurrency = max(1, running + (1 if req.end_s is not None else 0))
+        return {d: self._provisional(req, d, concurrency) for d in req.devices}
 
     def get_open(self, request_id: str) -> Request | None:
         """The open request with this id (a scan: for lookups, not for the request path)."""
@@ -441,18 +454,25 @@ class Attributor:
         """Split the intervals of one meter read. Devices read together share edges, so who ran when (the sweep)
         is worked out once for all of them."""
         with self._lock:
-            requests = list(self._open)  # a snapshot: begin() may add to the dict meanwhile
-            for req in requests:
-                req.resolved_class()
-            sweeps: dict[tuple[Edge, Edge], list[Overlap]] = {}
-            for dev, e0, e1, energy_j, degraded in intervals:
-                overlaps = sweeps.get((e0, e1))
-                if overlaps is None:
-                    overlaps = sweeps[(e0, e1)] = sweep(requests, e0, e1)[0]
-                self._split(dev, e0, e1, max(0.0, energy_j), degraded, overlaps)
-            finals = self._collect_finals(requests)
+            self._version += 1  # odd: shares and edges are changing (see provisional)
+            try:
+                finals = self._split_all(intervals)
+            finally:
+                self._version += 1
         for req, shares in finals:
             self._on_final(req, shares)
+
+    def _split_all(self, intervals: list[Interval]) -> list[tuple[Request, dict[str, Share]]]:
+        requests = list(self._open)  # a snapshot: begin() may add to the dict meanwhile
+        for req in requests:
+            req.resolved_class()
+        sweeps: dict[tuple[Edge, Edge], list[Overlap]] = {}
+        for dev, e0, e1, energy_j, degraded in intervals:
+            overlaps = sweeps.get((e0, e1))
+            if overlaps is None:
+                overlaps = sweeps[(e0, e1)] = sweep(requests, e0, e1)[0]
+            self._split(dev, e0, e1, max(0.0, energy_j), degraded, overlaps)
+        return self._collect_finals(requests)
 
     def _split(self, dev: str, e0: Edge, e1: Edge, energy_j: float, degraded: bool,
                all_overlaps: list[Overlap]) -> None:

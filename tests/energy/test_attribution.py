@@ -140,3 +140,25 @@ def test_learned_split_beats_time_share_on_a_mixed_workload():
         assert worst_naive > 1.0 and worst < worst_naive / 5
         assert learned["conservation_rel_error"] < 1e-9
         assert math.isclose(learned["learned_w"]["idle_w"], bench_metering.IDLE_W, rel_tol=0.02)
+
+
+def test_a_provisional_figure_computed_while_intervals_are_split_is_computed_again():
+    att = Attributor([DEV], lambda r, s: None, clock=lambda: 1.0)
+    req = Request("r", "a", frozenset({"d0"}), 0.5)
+    att.begin(req)
+    att.on_intervals([("d0", (0.0, 0.001), (0.6, 0.601), 12.0, False)])
+    expected = att.provisional(req)
+    calls = []
+    compute = att._provisional_shares
+
+    def racing(r):  # the sampler splits an interval while this figure is being computed
+        calls.append(1)
+        if len(calls) == 1:
+            att._version += 2
+        return compute(r)
+
+    att._provisional_shares = racing
+    assert att.provisional(req) == expected and len(calls) == 2  # recomputed once
+    calls.clear()
+    att._version += 1  # a split under way whenever the request path looks: the lock, after three tries
+    assert att.provisional(req) == expected and len(calls) == 1
