@@ -41,12 +41,13 @@ class VirtualClock:
         return self.now
 
 
+BUSY_GAP_S, SPORADIC_GAP_S = (0.0003, 0.003), (0.3, 2.0)  # quiet between one request and the next
+
+
 def workload(rng: random.Random, n: int, streams: int, t0: float,
-             gap_s: tuple[float, float] = (0.0003, 0.003)) -> list[tuple[float, float, str]]:
-    """(start, end, class) of ``n`` requests per stream; each stream is sequential with short gaps and pauses.
-    ``streams=0``: sporadic traffic, one request at a time with ``gap_s`` of quiet between them."""
-    if streams == 0:
-        streams, gap_s = 1, (0.3, 2.0)
+             gap_s: tuple[float, float] = BUSY_GAP_S) -> list[tuple[float, float, str]]:
+    """(start, end, class) of ``n`` requests per stream; each stream is sequential with ``gap_s`` between requests
+    and a pause now and then."""
     reqs = []
     names, weights = list(CLASSES), [c[2] for c in CLASSES.values()]
     for _ in range(streams):
@@ -62,24 +63,23 @@ def workload(rng: random.Random, n: int, streams: int, t0: float,
     return reqs
 
 
-PHASE: tuple[float, float] | None = None  # --phase: the sampler's phase lock (guard, step), as tick fractions
+def phase_lock(metering: Metering, phase: tuple[float, float] | None) -> None:
+    """--phase: the sampler's phase lock (guard, step) as fractions of a tick, for experiments."""
+    if phase is not None:
+        metering.sampler.phase_guard, metering.sampler.phase_step = phase
 
 
-def phase_lock(metering: Metering) -> None:
-    if PHASE is not None:
-        metering.sampler.phase_guard, metering.sampler.phase_step = PHASE
-
-
-def score(n: int, streams: int, tick_s: float, seed: int, time_share: bool) -> dict:
+def score(n: int, streams: int, tick_s: float, seed: int, time_share: bool, *, wander_w: float = IDLE_WANDER_W,
+          phase: tuple[float, float] | None = None, gap_s: tuple[float, float] = BUSY_GAP_S) -> dict:
     rng = random.Random(seed)
     clock = VirtualClock()
     device = SimulatedDevice(IDLE_W, {k: v[0] for k, v in CLASSES.items()}, tick_s=tick_s,
                              tick_jitter_s=0.03 * tick_s, phase_s=rng.uniform(0, tick_s), seed=seed, clock=clock,
-                             idle_wander_w=IDLE_WANDER_W)
+                             idle_wander_w=wander_w)
     meter = SimulatedMeter({"sim0": device}, clock=clock)
     metering = Metering([meter], clock=clock, wall=clock, time_share=time_share)
-    phase_lock(metering)
-    reqs = workload(rng, n, streams, t0=2.0)  # 2 s of idle first, like a service that just started
+    phase_lock(metering, phase)
+    reqs = workload(rng, n, streams, t0=2.0, gap_s=gap_s)  # 2 s of idle first, like a service that just started
     events: list[tuple[float, int, int]] = []  # (time, order, index); order: 0 end, 1 begin
     for i, (s, e, _) in enumerate(reqs):
         events += [(s, 1, i), (e, 0, i)]
@@ -116,7 +116,8 @@ def score(n: int, streams: int, tick_s: float, seed: int, time_share: bool) -> d
             "learned_w": {k: round(v, 1) for k, v in metering.attributor.models["sim0"].snapshot().items()}}
 
 
-def overhead(block_s: float, rounds: int, meters: str = "auto", charge: str = "host") -> dict:
+def overhead(block_s: float, rounds: int, meters: str = "auto", charge: str = "host",
+             phase: tuple[float, float] | None = None) -> dict:
     """Wall time of blocks of ~5 ms work items, metered vs not, in adjacent pairs of alternating order.
 
     A metered block is everything metering costs: the sampler thread is started, every item is tracked, and the
@@ -145,12 +146,12 @@ def overhead(block_s: float, rounds: int, meters: str = "auto", charge: str = "h
     for _ in range(3):  # calibrate: one item ~ 5 ms
         reps = max(1, round(reps * 0.005 / max(item_s(), 1e-6)))
     items = max(20, round(block_s / item_s()))
-    found = detect_meters(gpu=meters in ("auto", "nvml"), rapl=meters == "auto",
-                          estimate=meters not in ("nvml", "sim-nvml")).meters
-    if meters.startswith("sim-nvml"):  # a GPU counter that ticks every 100 ms and costs 2.7 ms of CPU per read
+    if meters == "sim-nvml":  # a GPU counter that ticks every 100 ms and costs 2.7 ms of CPU per read
         found = [SimulatedMeter({"gpu0": SimulatedDevice(80.0, {}, tick_s=0.1)}, read_cpu_s=0.0027)]
+    else:
+        found = detect_meters(gpu=meters != "estimate", rapl=meters == "auto", estimate=meters != "nvml").meters
     metering = Metering(found)
-    phase_lock(metering)
+    phase_lock(metering, phase)
     # CPU work is charged on the host's devices, as the service charges a model on the CPU: a GPU counter on the
     # same machine is then read sparsely ("charge all" keeps every device busy, as for GPU work)
     host = None if charge == "all" else tuple(d.id for d in metering.devices.values()
@@ -209,7 +210,6 @@ def overhead(block_s: float, rounds: int, meters: str = "auto", charge: str = "h
 
 
 def main() -> None:
-    global PHASE, IDLE_WANDER_W
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--requests", type=int, default=3000, help="requests per stream")
     ap.add_argument("--tick-s", type=float, default=0.1)
@@ -226,14 +226,12 @@ def main() -> None:
     ap.add_argument("--idle-wander-w", type=float, default=IDLE_WANDER_W,
                     help="the simulated idle draw's random step per tick, in watts (0: a constant idle draw)")
     args = ap.parse_args()
-    IDLE_WANDER_W = args.idle_wander_w
-    if args.phase:
-        PHASE = tuple(float(x) for x in args.phase.split(","))
+    phase = tuple(float(x) for x in args.phase.split(",")) if args.phase else None
     report: dict = {"tick_s": args.tick_s, "scenarios": {}}
     worst, worst_ts, cons = 0.0, 0.0, 0.0
     out: dict = {}
     if "overhead" not in args.skip:
-        oh = overhead(args.overhead_block_s, args.overhead_rounds, args.meters, args.charge)
+        oh = overhead(args.overhead_block_s, args.overhead_rounds, args.meters, args.charge, phase)
         print(f"overhead: {oh}")
         out.update({"overhead_ratio": round(oh["overhead_ratio"], 4), "overhead_item_ms": oh["item_ms"],
                     "overhead_ratio_iqr": oh["overhead_ratio_iqr"],
@@ -241,8 +239,9 @@ def main() -> None:
                     "provisional_figure_us": oh["provisional_us"]})
     if "attribution" not in args.skip:
         for name, streams in (("interleaved", 1), ("overlapping", 3)):
-            learned = score(args.requests, streams, args.tick_s, args.seed, time_share=False)
-            naive = score(args.requests, streams, args.tick_s, args.seed, time_share=True)
+            knobs = {"wander_w": args.idle_wander_w, "phase": phase}
+            learned = score(args.requests, streams, args.tick_s, args.seed, time_share=False, **knobs)
+            naive = score(args.requests, streams, args.tick_s, args.seed, time_share=True, **knobs)
             report["scenarios"][name] = {"learned": learned, "time_share": naive}
             worst = max([worst] + [abs(c["rel_error"]) for c in learned["per_class"].values()])
             worst_ts = max([worst_ts] + [abs(c["rel_error"]) for c in naive["per_class"].values()])
@@ -252,7 +251,8 @@ def main() -> None:
                 print(f"{name:12s} {label:10s} {errors}   power model {result['learned_w']}")
         # sporadic traffic: every request finds its device idle, so each one's interval follows a sparsely read
         # stretch (ARCHITECTURE.md, "read sparsely"); reported apart from the two scenarios the target is set on
-        sporadic = score(max(100, args.requests // 6), 0, args.tick_s, args.seed, time_share=False)
+        sporadic = score(max(100, args.requests // 6), 1, args.tick_s, args.seed, time_share=False,
+                         wander_w=args.idle_wander_w, phase=phase, gap_s=SPORADIC_GAP_S)
         report["scenarios"]["sporadic"] = {"learned": sporadic}
         errors = "  ".join(f"{k}: {v['rel_error']:+.2%}" for k, v in sporadic["per_class"].items())
         print(f"{'sporadic':12s} {'learned':10s} {errors}   power model {sporadic['learned_w']}")
@@ -264,8 +264,8 @@ def main() -> None:
                     "requests_per_scenario": {k: v["learned"]["requests"] for k, v in report["scenarios"].items()}})
     if "overhead" not in args.skip:
         out["overhead_devices"] = oh["devices"]
-    if PHASE is not None:
-        out["phase_lock"] = PHASE
+    if phase is not None:
+        out["phase_lock"] = phase
     print(json.dumps(out))
 
 

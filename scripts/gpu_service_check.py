@@ -16,10 +16,10 @@ without a GPU (no GPU figures then: a smoke test). Prints a table; the last line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +28,11 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from bench_serving import start_pair  # noqa: E402
+
+from loadtest.server import ServerClient  # noqa: E402
 
 TASK_CALLS = {  # demo model -> (path, body)
     "demo-text-classification": ("/v1/models/demo-text-classification/infer", {"inputs": "a great movie"}),
@@ -81,20 +85,6 @@ def registry(folder: Path, device: str) -> Path:
     return path
 
 
-def wait_ready(client: httpx.Client, url: str, deadline_s: float) -> dict:
-    last: object = None
-    while time.monotonic() < deadline_s:
-        try:
-            r = client.get(f"{url}/readyz")
-            last = r.json()
-            if r.status_code == 200:
-                return last
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.5)
-    raise SystemExit(f"{url} not ready: {last}")
-
-
 def scrape(client: httpx.Client, url: str) -> dict[str, float]:
     out = {}
     for line in client.get(f"{url}/metrics").text.splitlines():
@@ -109,7 +99,6 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--pairs", type=int, default=300)
-    ap.add_argument("--port", type=int, default=8101, help="metered app; the unmetered one takes the next port")
     args = ap.parse_args()
     report: dict = {"device": args.device}
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,15 +106,11 @@ def main() -> None:
         os.environ["WATTSERVE_DEMO_DIR"] = str(folder / "demo")
         build_bert_base(folder / "bert-base")
         reg = registry(folder, args.device)
-        on, off = f"http://127.0.0.1:{args.port}", f"http://127.0.0.1:{args.port + 1}"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "serve_pair.py"), str(reg), str(args.port),
-                                 str(args.port + 1)], env=env)
+        proc, ports = start_pair(reg)  # one process, the same registry in two apps: metering on and off
+        on, off = (f"http://127.0.0.1:{ports[k]}" for k in ("metered", "unmetered"))
         try:
-            with httpx.Client(timeout=60.0) as client:
-                deadline = time.monotonic() + 240
-                wait_ready(client, on, deadline), wait_ready(client, off, deadline)
-                report["system"] = client.get(f"{on}/v1/system").json()
+            with httpx.Client(timeout=60.0) as client, contextlib.closing(ServerClient(on)) as server:
+                report["system"] = server.system()
                 report["tasks"] = tasks = {}
                 for name, (path, body) in TASK_CALLS.items():
                     r = client.post(on + path, json=body)
@@ -136,7 +121,7 @@ def main() -> None:
                     for _ in range(20):
                         client.post(url + infer, json={"inputs": text}).raise_for_status()
                 lat: dict[str, list[float]] = {on: [], off: []}
-                ids, provisional = [], {}
+                provisional_gpu_j: dict[str, float] = {}
                 for i in range(args.pairs):
                     for url in ((on, off) if i % 2 == 0 else (off, on)):
                         t0 = time.perf_counter()
@@ -144,22 +129,15 @@ def main() -> None:
                         lat[url].append(time.perf_counter() - t0)
                         r.raise_for_status()
                         if url == on:
-                            rid = r.headers["x-request-id"]
-                            ids.append(rid)
-                            provisional[rid] = (float(r.headers["x-energy-joules"]),
-                                                float(r.headers["x-energy-gpu-joules"]), r.headers["x-energy-method"])
-                time.sleep(1.0)  # past the last counter tick: every record final
-                finals = {rid: client.get(f"{on}/v1/requests/{rid}/energy").json() for rid in ids}
-                time.sleep(0.3)
+                            provisional_gpu_j[r.headers["x-request-id"]] = float(r.headers["x-energy-gpu-joules"])
+                finals = {rid: server.final_record(rid) for rid in provisional_gpu_j}
+                time.sleep(0.3)  # the last finals reach /metrics
                 m = scrape(client, on)
         finally:
             proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.wait(30)
     gpu_final = [f["components"].get("gpu", {}).get("energy_j", 0.0) for f in finals.values()]
-    gpu_prov = [provisional[rid][1] for rid in finals]
+    gpu_prov = [provisional_gpu_j[rid] for rid in finals]
     total_final = [f["energy_j"] for f in finals.values()]
     report["bert"] = {
         "pairs": args.pairs,

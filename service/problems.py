@@ -11,7 +11,6 @@ class Problem(Exception):
     status = 400
     title = "Bad request"
     slug = "bad-request"
-    counted = False  # already in wattserve_requests_total (the runtime saw the request)
 
     def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)

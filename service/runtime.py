@@ -69,7 +69,7 @@ class Runtime:
             device = resolve_device(spec.device)
             served = self.models[spec.name] = ServedModel(spec, TASKS[spec.task], device, self._meter_devices(device))
             if self.metering is not None:
-                self.metering.charge_on(served.meter_devices or ())
+                self.metering.charge_on(served.meter_devices)
         self._executors: dict[str, ThreadPoolExecutor] = {}
 
     def _meter_devices(self, device: str) -> tuple[str, ...] | None:

@@ -62,10 +62,8 @@ def build_metering(settings: Settings) -> Metering | None:
     selection = detect_meters()
     for backend, note in selection.notes.items():
         log.info("meter %s: %s", backend, note)
-    metering = Metering(selection.meters, build_carbon(settings), accounting=Accounting(settings.accounting),
-                        store_size=settings.records_kept)
-    metering.meter_notes = dict(selection.notes)
-    return metering
+    return Metering(selection.meters, build_carbon(settings), accounting=Accounting(settings.accounting),
+                    store_size=settings.records_kept, meter_notes=selection.notes)
 
 
 def _api_keys(settings: Settings) -> list[bytes]:
@@ -166,7 +164,7 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
         served = getattr(request.state, "served", None)  # a known model's request refused before it ran
-        if served is not None and not exc.counted:
+        if served is not None and not getattr(request.state, "counted", False):
             metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
         return JSONResponse(exc.body(request.url.path), exc.status, headers=exc.headers, media_type=PROBLEM_JSON)
 
@@ -317,8 +315,10 @@ async def run_observed(app: FastAPI, served: ServedModel, body: BaseModel, on_te
             outcome = await _unless_disconnected(request, app.state.runtime.infer(served, body, on_text))
     except Problem as exc:
         metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
-        exc.counted = True
         raise
+    finally:
+        if request is not None:
+            request.state.counted = True  # a problem raised after this is not counted again
     metrics.observe_response(served.spec.name, served.spec.task, 200, outcome.inference_s,
                              outcome.tokens_in, outcome.tokens_out)
     return outcome

@@ -49,10 +49,8 @@ async def embeddings(body: EmbeddingsBody, request: Request, include_energy: boo
     outcome = await run_observed(app, served, EmbeddingRequest(inputs=body.input), request=request)
     vectors = outcome.body["embeddings"]
     if body.dimensions is not None and body.dimensions != len(vectors[0]):
-        problem = Invalid(f"this model's embeddings have {len(vectors[0])} dimensions", field="dimensions",
-                          limit=len(vectors[0]))
-        problem.counted = True  # it ran (its energy is recorded) and was counted then
-        raise problem
+        raise Invalid(f"this model's embeddings have {len(vectors[0])} dimensions", field="dimensions",
+                      limit=len(vectors[0]))
     usage = {"prompt_tokens": outcome.tokens_in, "total_tokens": outcome.tokens_in}
     if include_energy:
         usage["energy"] = energy_usage(outcome.record)

@@ -76,7 +76,8 @@ class Metering:
     def __init__(self, meters: Iterable[Meter], carbon: CarbonModel | None = None, *,
                  accounting: Accounting = Accounting.LOADED, store_size: int = 10_000,
                  clock: Callable[[], float] = time.perf_counter, wall: Callable[[], float] = time.time,
-                 stale_after_s: float | None = None, time_share: bool = False) -> None:
+                 stale_after_s: float | None = None, time_share: bool = False,
+                 meter_notes: dict[str, str] | None = None) -> None:
         self._clock, self._wall = clock, wall
         self.carbon = carbon or CarbonModel(ConstantIntensity(475.0, "world average (CodeCarbon's default)"))
         self.accounting = Accounting(accounting)
@@ -86,9 +87,7 @@ class Metering:
             stale_after_s = max([2.0] + [20 * d.tick_s for d in devices])
         self.attributor = Attributor(devices, self._finalise, stale_after_s=stale_after_s, time_share=time_share,
                                      clock=clock)
-        self._charged: frozenset[str] | None = None  # devices requests may be charged on (None: every device)
-        self.sampler = Sampler(self.meters, self.attributor.on_intervals, clock=clock, on_tick=self._on_tick,
-                               busy=lambda: self._charged)
+        self.sampler = Sampler(self.meters, self.attributor.on_intervals, clock=clock, on_tick=self._on_tick)
         self.devices: dict[str, DeviceInfo] = {d.id: d for d in devices}
         self._device_ids = tuple(self.devices)
         self._device_sets: dict[tuple[str, ...], tuple[tuple[str, ...], frozenset[str]]] = {}
@@ -101,7 +100,7 @@ class Metering:
         self._store: OrderedDict[str, EnergyRecord] = OrderedDict()
         self._store_size = store_size
         self._subscribers: list[Callable[[EnergyRecord], None]] = []
-        self.meter_notes: dict[str, str] = {}  # backend -> why it is used or not (set by whoever picked the meters)
+        self.meter_notes = dict(meter_notes or {})  # backend -> why it is used or not (from whoever picked meters)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -120,7 +119,7 @@ class Metering:
         """Declare devices that requests may be charged on (the service: each model's devices). A ticking counter
         of a device nobody declared is read once a second (``Sampler.sparse_read_s``): no request ever needs its
         edges, and each NVML read keeps a core busy ~2.7 ms. Until the first call, every device counts."""
-        self._charged = (self._charged or frozenset()) | frozenset(devices)
+        self.sampler.charge(devices)
 
     def subscribe(self, callback: Callable[[EnergyRecord], None]) -> None:
         """Call ``callback(record)`` for every final record (from the sampler thread: keep it short)."""

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from service.energy.meters.base import Meter
@@ -50,7 +50,6 @@ class _MeterState:
     tick_anchor_s: list[float | None] = field(default_factory=list)  # instant of the last tick located
     tick_guard_s: list[float] = field(default_factory=list)  # how early to start looking for the next one
     tick_misses: list[int] = field(default_factory=list)  # brackets in a row that did not locate their tick
-    sparse: bool = False  # read once in a while: no request is charged on its ticking devices
 
 
 class Sampler:
@@ -58,10 +57,10 @@ class Sampler:
 
     def __init__(self, meters: list[Meter], sink: IntervalSink, *, clock: Callable[[], float] = time.perf_counter,
                  timeline_points: int = 4096, on_tick: Callable[[float], None] | None = None,
-                 busy: Callable[[], Collection[str]] | None = None, nice: int = 10) -> None:
-        """``busy()``: the ids of the devices requests may be charged on (None: every device). A ticking counter of
-        any other device is read once every ``sparse_read_s``, without locating its ticks."""
-        self._clock, self._sink, self._on_tick, self._busy, self._nice = clock, sink, on_tick, busy, nice
+                 nice: int = 10) -> None:
+        self._clock, self._sink, self._on_tick, self._nice = clock, sink, on_tick, nice
+        # the ids of the devices requests may be charged on (None: every device; see charge)
+        self.charged: frozenset[str] | None = None
         # phase lock of ticking counters, as fractions of the tick period: the first read comes ``guard`` before
         # the expected tick, then one every ``step`` until the tick is seen (or ``3 * guard`` after it)
         self.phase_guard, self.phase_step, self.sparse_read_s = PHASE_GUARD, PHASE_STEP, SPARSE_READ_S
@@ -107,16 +106,20 @@ class Sampler:
                 log.exception("energy sampler iteration failed")
             self._stop.wait(max(0.001, self.next_due_s() - self._clock()))
 
+    def charge(self, devices: Iterable[str]) -> None:
+        """Add devices that requests may be charged on. A ticking counter of a device never added is read once
+        every ``sparse_read_s``, without locating its ticks (until the first call, every device counts)."""
+        self.charged = (self.charged or frozenset()) | frozenset(devices)
+        for state in self._states:
+            state.next_due_s = 0.0  # reschedule at the next wake-up: a newly charged device is read densely
+
     def sample_once(self, now_s: float | None = None, force: bool = False) -> None:
         """Read every meter that is due (all with ``force``). Safe to call from one thread at a time."""
         now = self._clock() if now_s is None else now_s
-        busy = self._busy() if self._busy is not None else None
         for state in self._states:
             if force or now >= state.next_due_s:
                 self._read(state, now_s)
-                state.next_due_s = self._next_due(state, now, busy)
-            elif state.sparse and busy and any(d.id in busy for d in state.meter.devices):
-                state.next_due_s = self._next_due(state, now, busy)  # newly charged: bracket the next tick
+                state.next_due_s = self._next_due(state, now)
         if self._on_tick is not None:
             self._on_tick(now)
 
@@ -124,21 +127,20 @@ class Sampler:
         """When the next meter read is due (the thread sleeps until then)."""
         return min((s.next_due_s for s in self._states), default=self._clock() + 1.0)
 
-    def _next_due(self, state: _MeterState, now: float, busy: Collection[str] | None = None) -> float:
+    def _next_due(self, state: _MeterState, now: float) -> float:
         """Phase-locked reading of ticking counters: skip the quiet middle of a tick period and read densely
         around the expected tick, so a tick's instant is known to a few ms for a few reads per tick. A ticking
-        device that no request may be charged on (not in ``busy()``; say the GPU while only CPU models are served)
+        device that no request may be charged on (not in ``charged``; say the GPU while only CPU models are served)
         is read once every ``sparse_read_s`` instead: its energy is all idle, so only its total matters. NVML's
         counter costs ~2.7 ms of CPU per read (measured on an H200), and 40 reads a second slowed CPU inference
         on all cores by 23 %. (Reading devices sparsely while merely idle between requests was tried: a request
         after a quiet spell then shares one long interval with the idle draw's wander, and sporadic small
         requests came out +22 % instead of +6 % in simulation.)
         A counter with no tick located yet is read at the meter's plain cadence; so is a continuous counter."""
-        due, state.sparse = float("inf"), False
+        due, charged = float("inf"), self.charged
         for dev, anchor, period, guard in zip(state.meter.devices, state.tick_anchor_s, state.tick_period_s,
                                               state.tick_guard_s, strict=True):
-            if dev.tick_s > 0 and busy is not None and dev.id not in busy:
-                state.sparse = True  # no request is charged on it: its edges never matter, only its total
+            if dev.tick_s > 0 and charged is not None and dev.id not in charged:  # its edges never matter
                 due = min(due, now + self.sparse_read_s)
                 continue
             if anchor is None:  # a continuous counter, or no tick located yet
@@ -192,8 +194,8 @@ class Sampler:
         """Locate a tick in ``edge`` and predict the next. Returns False for a change seen by the first read of a
         bracket, when the window since the previous read spans more than ``0.3`` tick: those are ticks skipped
         while the device was idle (or one that came late); the value is the bracket's baseline, and the interval
-        stays open until the bracket locates its own tick. Two such in a row mean the phase has drifted: the lock
-        is dropped and the next tick is found at the plain cadence."""
+        stays open until the bracket locates its own tick. A third such in a row means the phase has drifted: the
+        lock is dropped and the next tick is found at the plain cadence."""
         period = state.tick_period_s[i]
         width = edge[1] - edge[0]
         anchor = state.tick_anchor_s[i]

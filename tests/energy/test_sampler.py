@@ -134,12 +134,12 @@ def _run(sampler, clock, until_s, events=()):
 def test_a_ticking_device_nobody_is_charged_on_is_read_once_a_second_until_someone_is(clock):
     dev = SimulatedDevice(100.0, {"c": 300.0}, tick_s=0.1, tick_jitter_s=0.003, phase_s=0.03, clock=clock)
     meter = CountingMeter({"gpu0": dev}, clock=clock)
-    charged: set[str] = set()
     out = []
-    sampler = Sampler([meter], out.extend, clock=clock, busy=lambda: charged)
+    sampler = Sampler([meter], out.extend, clock=clock)
+    sampler.charge(())  # requests may be charged on no device yet
     _run(sampler, clock, 4.0)
     assert len([t for t in meter.reads if 1.0 <= t < 4.0]) <= 4  # about one read a second (densely: ~120)
-    charged.add("gpu0")  # a model on this device is served now: every tick is located again
+    sampler.charge(["gpu0"])  # a model on this device is served now: every tick is located again
 
     def begin():
         dev.begin("r", "c")

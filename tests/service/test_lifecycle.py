@@ -102,8 +102,8 @@ def test_a_server_without_any_meter_says_so_in_headers_and_system(tmp_path, tiny
     registry = tmp_path / "models.yaml"
     registry.write_text(f"models:\n  - name: tiny\n    task: text-classification\n    source: {tiny_classifier}\n"
                         "    device: cpu\n    demo: true\n")
-    metering = Metering([NullMeter("no energy meter is available")])
-    metering.meter_notes = {"estimate": "unavailable: codecarbon is not installed"}
+    metering = Metering([NullMeter("no energy meter is available")],
+                        meter_notes={"estimate": "unavailable: codecarbon is not installed"})
     with LiveServer(Settings(port=free_port(), registry=registry), metering=metering) as live:
         r = httpx.post(f"{live.url}/v1/models/tiny/infer", json={"inputs": "fine"})
         system = httpx.get(f"{live.url}/v1/system").json()
