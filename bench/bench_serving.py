@@ -1,7 +1,9 @@
 """make bench-serving: what HTTP serving and metering cost. Last line: one JSON object.
 
 One client, sequential, single sentences, the embedded all-MiniLM-L6-v2, alternated in blocks:
-1. in-process (the same runner called directly) vs HTTP to `wattserve serve` (metering on) on 127.0.0.1;
+1. in-process (the same runner called directly) vs HTTP to `wattserve serve` (metering on) on 127.0.0.1, and vs
+   the floor: a bare ASGI app on uvicorn with the same runner and the same thread hand-off (bench/floor_app.py),
+   which tells what loopback HTTP costs this machine whatever serves it from what wattserve itself costs;
 2. HTTP to an app with metering on vs one with metering off, both in one server process (process-to-process
    noise, +-10 % here, would otherwise swamp a 1 % effect), in fresh processes ``--pairs`` times. Which app is
    built first (and so whose model copy loads first) alternates between processes, so load order cannot bias
@@ -74,6 +76,13 @@ def start_pair(registry: Path, unmetered_first: bool = False) -> tuple[subproces
     return proc, ports
 
 
+def start_floor(registry: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = launch([sys.executable, str(ROOT / "bench" / "floor_app.py"), str(registry), str(port)])
+    wait_ready(proc, [f"http://127.0.0.1:{port}"])
+    return proc, f"http://127.0.0.1:{port}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--pairs", type=int, default=4,
@@ -94,9 +103,9 @@ def main() -> None:
     def inprocess(text: str) -> None:
         runner.run(runner.prepare(EmbeddingRequest(inputs=text)))
 
-    def over_http(conn: http.client.HTTPConnection):
+    def over_http(conn: http.client.HTTPConnection, path: str = f"/v1/models/{spec.name}/infer"):
         def call(text: str) -> None:
-            conn.request("POST", f"/v1/models/{spec.name}/infer", json.dumps({"inputs": text}),
+            conn.request("POST", path, json.dumps({"inputs": text}),
                          {"content-type": "application/json"})
             response = conn.getresponse()
             response.read()
@@ -121,16 +130,18 @@ def main() -> None:
             blocks.append(block)
         return blocks
 
-    latencies: dict[str, list[float]] = {"inprocess": [], "served": [], "metered": [], "unmetered": []}
-    # 1. throughput: the metered server as users run it (`wattserve serve`, one app) vs the same runner in-process
-    proc, url = start_server(registry)
+    latencies: dict[str, list[float]] = {"inprocess": [], "served": [], "floor": [], "metered": [], "unmetered": []}
+    # 1. throughput: the metered server as users run it (`wattserve serve`, one app) vs the same runner in-process,
+    # and the floor app beside them
+    servers = [start_server(registry), start_floor(registry)]
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
-        blocks = alternate({"inprocess": inprocess, "served": over_http(conn)}, args.rounds, latencies)
-        throughput_ratios = [b["inprocess"] / b["served"] for b in blocks]
+        conns = [http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30) for _, url in servers]
+        blocks = alternate({"inprocess": inprocess, "served": over_http(conns[0], f"/v1/models/{spec.name}/infer"),
+                            "floor": over_http(conns[1], "/")}, args.rounds, latencies)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc, _ in servers:
+            proc.terminate()
+            proc.wait(30)
     # 2. metering on vs off: both apps in one process, fresh processes several times
     p50_ratios = []
     for i in range(args.pairs):  # which app's model loads first alternates: it is a confound of its own
@@ -146,10 +157,16 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(30)
-    p50 = {k: statistics.median(v) * 1e3 for k, v in latencies.items()}
+    p50 = {k: statistics.median(v) * 1e3 for k, v in latencies.items() if v}
+
+    def throughput_ratio(fast: str, slow: str) -> float:  # median over rounds of block-time ratios
+        return round(statistics.median(b[fast] / b[slow] for b in blocks), 4)
+
     print(json.dumps({
-        "served_vs_inprocess_throughput_ratio": round(statistics.median(throughput_ratios), 4),
-        "metered_vs_unmetered_p50_ratio": round(statistics.median(p50_ratios), 4),
+        "served_vs_inprocess_throughput_ratio": throughput_ratio("inprocess", "served"),
+        "floor_vs_inprocess_throughput_ratio": throughput_ratio("inprocess", "floor"),
+        "served_vs_floor_throughput_ratio": throughput_ratio("floor", "served"),
+        "metered_vs_unmetered_p50_ratio": round(statistics.median(p50_ratios), 4) if p50_ratios else None,
         "metered_vs_unmetered_p50_ratio_per_process": [round(x, 4) for x in p50_ratios],
         "p50_ms": {k: round(v, 3) for k, v in p50.items()},
         "requests_per_way": args.rounds * args.requests,

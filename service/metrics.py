@@ -35,7 +35,8 @@ class Metrics:
                                  ["model", "task", "scope"], registry=registry)
         self.tokens = Counter("wattserve_tokens", "Tokens processed", ["model", "direction"], registry=registry)
         registry.register(_LiveCollector(metering, queue_depth, queue_size))
-        self._children: dict[tuple[str, str], tuple] = {}
+        self._children: dict[tuple[str, str], tuple] = {}  # a model's energy series (final records)
+        self._response_children: dict[tuple[str, str], tuple] = {}  # a model's response series
         # every series of every served model exists from the start at zero: rate() and increase() then count a
         # model's first requests too (a series born at its first increment loses that increment)
         for model, task in (models or {}).items():
@@ -69,13 +70,24 @@ class Metrics:
 
     def observe_response(self, model: str, task: str, status: int, duration_s: float | None,
                          tokens_in: int = 0, tokens_out: int = 0) -> None:
-        self.requests.labels(model, task, f"{status // 100}xx").inc()
+        """Called once per response, on the event loop: the model's series are resolved once, not per call."""
+        children = self._response_children.get((model, task))
+        if children is None:
+            children = self._response_children[(model, task)] = (
+                {},  # status class -> series, as they occur
+                self.duration.labels(model, task), self.tokens.labels(model, "input"),
+                self.tokens.labels(model, "output"))
+        requests, duration, tokens_input, tokens_output = children
+        counter = requests.get(status // 100)
+        if counter is None:
+            counter = requests[status // 100] = self.requests.labels(model, task, f"{status // 100}xx")
+        counter.inc()
         if duration_s is not None:
-            self.duration.labels(model, task).observe(duration_s)
+            duration.observe(duration_s)
         if tokens_in:
-            self.tokens.labels(model, "input").inc(tokens_in)
+            tokens_input.inc(tokens_in)
         if tokens_out:
-            self.tokens.labels(model, "output").inc(tokens_out)
+            tokens_output.inc(tokens_out)
 
 
 class _LiveCollector:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +71,7 @@ class Runtime:
             if self.metering is not None:
                 self.metering.charge_on(served.meter_devices)
         self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._in_flight: dict[str, int] = {}  # per device: jobs handed to its executor and not done
 
     def _meter_devices(self, device: str) -> tuple[str, ...] | None:
         """A request on cuda:N is charged on that GPU plus the host's CPU and RAM; a CPU request on the host only."""
@@ -100,8 +101,12 @@ class Runtime:
                 log.error("model %s failed to load: %s", served.spec.name, served.error)
 
     async def infer(self, served: ServedModel, request: BaseModel,
-                    on_text: Callable[[str], None] | None = None) -> Outcome:
-        """Run one request. ``on_text`` (streaming generation) is called from the inference thread."""
+                    on_text: Callable[[str], None] | None = None,
+                    disconnected: Callable[[], Awaitable[None]] | None = None) -> Outcome:
+        """Run one request. ``on_text`` (streaming generation) is called from the inference thread.
+        ``disconnected`` returns when the client goes away: a request that has to wait for its device is then
+        dropped unrun, at no cost. (One that starts at once is not watched: if it runs, it finishes and its energy
+        is recorded anyway, and the watch would cost every request two more tasks on the event loop.)"""
         if served.runner is None:
             raise NotReady(f"model {served.spec.name!r} is {served.state}" + (f": {served.error}" if served.error
                                                                               else ""), model=served.spec.name)
@@ -135,11 +140,20 @@ class Runtime:
             return Outcome(body, ticket.request_id if ticket else None, record, started - arrival, done - started,
                            prepared.tokens_in, tokens_out)
 
-        future = asyncio.get_running_loop().run_in_executor(self.executor(served.device), job)
-        # a job whose client left or timed out still finishes; nobody awaits it, so retrieve its outcome here
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        device = served.device
+        queued = self._in_flight.get(device, 0) > 0  # another request holds the device: this one waits
+        self._in_flight[device] = self._in_flight.get(device, 0) + 1
+        future = asyncio.get_running_loop().run_in_executor(self.executor(device), job)
+        future.add_done_callback(lambda f: self._finished(device, f))
+        watch = asyncio.ensure_future(disconnected()) if queued and disconnected is not None else None
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.settings.request_timeout_s)
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                if watch is None:
+                    return await asyncio.shield(future)
+                await asyncio.wait((future, watch), return_when=asyncio.FIRST_COMPLETED)
+                if not future.done():  # the client left
+                    raise asyncio.CancelledError
+                return future.result()
         except TimeoutError:
             cancelled = True
             raise Timeout(f"no result within {self.settings.request_timeout_s} s; its energy is still recorded",
@@ -149,6 +163,14 @@ class Runtime:
             raise
         finally:
             served.pending -= 1
+            if watch is not None:
+                watch.cancel()
+
+    def _finished(self, device: str, future: asyncio.Future) -> None:
+        """On the event loop, when a job is done (run, failed or skipped)."""
+        self._in_flight[device] -= 1
+        if not future.cancelled():
+            future.exception()  # a job whose client left or timed out still finishes; nobody awaits it
 
     def shutdown(self) -> None:
         for executor in self._executors.values():

@@ -15,6 +15,13 @@ from pydantic.json_schema import models_json_schema
 from service.tasks import TASKS
 
 INFER_PATH = "/v1/models/{name}/infer"
+# the infer route reads its parameters itself (see service/api/app.py); they are documented here
+INFER_PARAMETERS = [
+    {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "title": "Name"}},
+    {"name": "include_energy", "in": "query", "required": False,
+     "schema": {"type": "boolean", "default": False, "title": "Include Energy"},
+     "description": "also return the request's energy record in the body, as usage.energy"},
+]
 # statuses each kind of operation can answer with a problem
 INFERENCE = (400, 401, 404, 413, 422, 429, 500, 503, 504)
 LOOKUP = (404, 413, 422, 500)

@@ -69,7 +69,7 @@ def test_openai_embeddings_carry_energy_headers(server):
 
 
 def test_task_native_infer_with_usage_energy(server):
-    r = httpx.post(f"{server.url}/v1/models/tiny-sentiment/infer?include_energy=true",
+    r = httpx.post(f"{server.url}/v1/models/tiny-sentiment/infer?include_energy=yes",
                    json={"inputs": ["a great movie", "a terrible movie"], "top_k": 2})
     assert r.status_code == 200, r.text
     results = r.json()["results"]
@@ -98,6 +98,10 @@ def test_models_and_readiness_report_a_broken_model_while_others_serve(server):
     ("post", "/v1/models/tiny-sentiment/infer", {"json": {"inputs": "x", "extra": 1}}, 422, "extra"),
     ("post", "/v1/models/tiny-sentiment/infer", {"json": {"inputs": "movie " * 100}}, 413, "inputs"),
     ("post", "/v1/models/tiny-sentiment/infer", {"json": {"inputs": "x" * 5000}}, 413, "body"),
+    ("post", "/v1/models/tiny-sentiment/infer?include_energy=maybe", {"json": {"inputs": "x"}}, 422,
+     "query.include_energy"),
+    ("post", "/v1/embeddings?include_energy=maybe", {"json": {"model": "all-MiniLM-L6-v2", "input": "x"}}, 422,
+     "query.include_energy"),
     ("post", "/v1/embeddings", {"json": {"model": "tiny-sentiment", "input": "x"}}, 400, "model"),
     ("post", "/v1/embeddings", {"json": {"model": "all-MiniLM-L6-v2"}}, 422, "input"),
     ("get", "/v1/requests/unknown/energy", {}, 404, "request_id"),
@@ -161,6 +165,8 @@ def test_openapi_schema_lists_every_route(server):
         assert path in spec["paths"], path
     body = spec["paths"]["/v1/models/tiny-sentiment/infer"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["$ref"].endswith("/ClassificationRequest")  # each model documents its own task's schema
+    parameters = spec["paths"]["/v1/models/tiny-sentiment/infer"]["post"]["parameters"]
+    assert [(p["name"], p["in"], p["schema"]["type"]) for p in parameters] == [("include_energy", "query", "boolean")]
     problem = spec["paths"]["/v1/embeddings"]["post"]["responses"]["429"]["content"]
     assert "application/problem+json" in problem
 
