@@ -1,13 +1,15 @@
 """make bench-serving: what HTTP serving and metering cost. Last line: one JSON object.
 
-One client, sequential, single sentences, the embedded all-MiniLM-L6-v2, alternated in blocks:
+One client, sequential, single sentences, the embedded all-MiniLM-L6-v2:
 1. in-process (the same runner called directly) vs HTTP to `wattserve serve` (metering on) on 127.0.0.1, and vs
    the floor: a bare ASGI app on uvicorn with the same runner and the same thread hand-off (bench/floor_app.py),
-   which tells what loopback HTTP costs this machine whatever serves it from what wattserve itself costs;
+   which separates what loopback HTTP costs this machine whoever serves from what wattserve itself costs.
+   Blocks of ``--requests``, the order rotating each round, ``--sets`` times with fresh processes and a fresh
+   in-process model copy (a copy's speed differs from process to process by a few % here);
 2. HTTP to an app with metering on vs one with metering off, both in one server process (process-to-process
-   noise, +-10 % here, would otherwise swamp a 1 % effect), in fresh processes ``--pairs`` times. Which app is
-   built first (and so whose model copy loads first) alternates between processes, so load order cannot bias
-   the ratio; per-process ratios still scatter by +-3 % here.
+   noise, +-10 % here, would otherwise swamp a 1 % effect), one request each in turn, in fresh processes
+   ``--pairs`` times. Which app is built first (and so whose model copy loads first) alternates between
+   processes, so load order cannot bias the ratio.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -85,17 +88,20 @@ def start_floor(registry: Path) -> tuple[subprocess.Popen, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sets", type=int, default=2,
+                    help="phase 1 repeats: each with a fresh server, floor app and in-process model copy (a model "
+                         "copy's speed differs from process to process by a few %% here)")
     ap.add_argument("--pairs", type=int, default=4,
                     help="fresh server processes, each with both apps (the app built first alternates)")
-    ap.add_argument("--rounds", type=int, default=10, help="alternations per phase")
-    ap.add_argument("--requests", type=int, default=25, help="requests per block")
+    ap.add_argument("--rounds", type=int, default=25, help="alternations per phase")
+    ap.add_argument("--requests", type=int, default=10, help="requests per block")
     args = ap.parse_args()
     from service.registry import load_registry
     from service.settings import EMBEDDED_REGISTRY
     from service.tasks import TASKS, EmbeddingRequest
 
     spec = load_registry(EMBEDDED_REGISTRY).models[0]  # all-MiniLM-L6-v2
-    runner = TASKS[spec.task].load(spec, "cpu")
+    runner = None  # the in-process copy, loaded afresh for each set of phase 1
     registry = Path(tempfile.mkdtemp()) / "minilm.yaml"
     registry.write_text(f"models:\n  - name: {spec.name}\n    task: {spec.task}\n    source: {spec.source}\n"
                         f"    device: cpu\n    max_input_tokens: {spec.max_input_tokens}\n")
@@ -103,7 +109,9 @@ def main() -> None:
     def inprocess(text: str) -> None:
         runner.run(runner.prepare(EmbeddingRequest(inputs=text)))
 
-    def over_http(conn: http.client.HTTPConnection, path: str = f"/v1/models/{spec.name}/infer"):
+    inference_ms: dict[str, list[float]] = {}  # per way: the server's own Server-Timing inference figure
+
+    def over_http(conn: http.client.HTTPConnection, path: str = f"/v1/models/{spec.name}/infer", way: str = ""):
         def call(text: str) -> None:
             conn.request("POST", path, json.dumps({"inputs": text}),
                          {"content-type": "application/json"})
@@ -111,9 +119,13 @@ def main() -> None:
             response.read()
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status}")
+            timing = re.search(r"inference;dur=([0-9.]+)", response.getheader("server-timing", ""))
+            if way and timing:
+                inference_ms.setdefault(way, []).append(float(timing.group(1)))
         return call
 
     def alternate(ways: dict, rounds: int, latencies: dict[str, list[float]]) -> list[dict[str, float]]:
+        """Blocks of ``--requests`` per way, the order rotating each round; block wall times are returned."""
         for way in ways.values():  # warm-up
             for text in SENTENCES[:10]:
                 way(text)
@@ -130,18 +142,36 @@ def main() -> None:
             blocks.append(block)
         return blocks
 
+    def interleave(ways: dict, rounds: int, latencies: dict[str, list[float]]) -> None:
+        """One request per way in turn, the order rotating each time: the machine's drift (blocks of 25 swung the
+        p50 ratio by +-5 % here) falls on every way alike."""
+        for way in ways.values():  # warm-up
+            for text in SENTENCES[:10]:
+                way(text)
+        names = list(ways)
+        for i in range(rounds * args.requests):
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                t0 = time.perf_counter()
+                ways[name](SENTENCES[i % len(SENTENCES)])
+                latencies[name].append(time.perf_counter() - t0)
+
     latencies: dict[str, list[float]] = {"inprocess": [], "served": [], "floor": [], "metered": [], "unmetered": []}
     # 1. throughput: the metered server as users run it (`wattserve serve`, one app) vs the same runner in-process,
     # and the floor app beside them
-    servers = [start_server(registry), start_floor(registry)]
-    try:
-        conns = [http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30) for _, url in servers]
-        blocks = alternate({"inprocess": inprocess, "served": over_http(conns[0], f"/v1/models/{spec.name}/infer"),
-                            "floor": over_http(conns[1], "/")}, args.rounds, latencies)
-    finally:
-        for proc, _ in servers:
-            proc.terminate()
-            proc.wait(30)
+    blocks: list[dict[str, float]] = []
+    for _ in range(args.sets):
+        runner = TASKS[spec.task].load(spec, "cpu")
+        servers = [start_server(registry), start_floor(registry)]
+        try:
+            conns = [http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
+                     for _, url in servers]
+            blocks += alternate({"inprocess": inprocess,
+                                 "served": over_http(conns[0], f"/v1/models/{spec.name}/infer", "served"),
+                                 "floor": over_http(conns[1], "/", "floor")}, args.rounds, latencies)
+        finally:
+            for proc, _ in servers:
+                proc.terminate()
+                proc.wait(30)
     # 2. metering on vs off: both apps in one process, fresh processes several times
     p50_ratios = []
     for i in range(args.pairs):  # which app's model loads first alternates: it is a confound of its own
@@ -150,7 +180,7 @@ def main() -> None:
             # the standard library's client: httpx adds ~2 ms per request here (the client's cost, not the server's)
             conns = {k: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for k, port in ports.items()}
             pair_lat: dict[str, list[float]] = {"metered": [], "unmetered": []}
-            alternate({k: over_http(c) for k, c in conns.items()}, args.rounds, pair_lat)
+            interleave({k: over_http(c) for k, c in conns.items()}, args.rounds, pair_lat)
             p50_ratios.append(statistics.median(pair_lat["metered"]) / statistics.median(pair_lat["unmetered"]))
             for k, v in pair_lat.items():
                 latencies[k] += v
@@ -169,6 +199,8 @@ def main() -> None:
         "metered_vs_unmetered_p50_ratio": round(statistics.median(p50_ratios), 4) if p50_ratios else None,
         "metered_vs_unmetered_p50_ratio_per_process": [round(x, 4) for x in p50_ratios],
         "p50_ms": {k: round(v, 3) for k, v in p50.items()},
+        # the server's own inference time (tokenising included), and the p50 of the rest: HTTP, hand-offs, metering
+        "server_inference_p50_ms": {k: round(statistics.median(v), 3) for k, v in inference_ms.items()},
         "requests_per_way": args.rounds * args.requests,
         "cpu_threads": os.cpu_count(),
     }))

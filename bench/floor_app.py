@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,8 +33,9 @@ def build(registry: str):
     executor = ThreadPoolExecutor(1)  # one inference at a time, off the event loop: as wattserve runs it
 
     def job(request):
+        started = time.perf_counter()
         body, _ = runner.run(runner.prepare(request))
-        return body
+        return body, time.perf_counter() - started
 
     async def app(scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -47,13 +49,14 @@ def build(registry: str):
             raw += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        status, body = 200, b'{"status": "ok"}'
+        body, headers = b'{"status": "ok"}', [(b"content-type", b"application/json")]
         if scope["method"] == "POST":
             request = task.request.model_validate(json.loads(raw))
-            out = await asyncio.get_running_loop().run_in_executor(executor, job, request)
+            out, inference_s = await asyncio.get_running_loop().run_in_executor(executor, job, request)
             body = orjson.dumps(out)  # as wattserve encodes
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            headers.append((b"server-timing", f"inference;dur={inference_s * 1e3:.3f}".encode()))
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     return app
