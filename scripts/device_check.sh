@@ -3,7 +3,8 @@
 #   1. scripts/gpu_check.py          metering core: meter timing, attribution vs standalone references, overhead
 #   2. scripts/gpu_service_check.py  the service on the GPU: every task, headers, /metrics balance, metered p50
 #   3. tests/energy/test_nvml*.py    the NVML backend on real hardware (and against autospec fakes)
-#   4. bench/bench_metering.py       the overhead benchmark on that 16-core host: NVML read densely, then sparsely
+#   4-5. bench/bench_metering.py     the overhead benchmark on that 16-core host: NVML read densely, then sparsely
+#   6. bench/bench_serving.py        serving on that host's CPU: served vs floor vs in-process, metered vs unmetered
 # Each step has its own time limit; logs and JSON go to $OUT (default ./device-out). Needs torch with CUDA,
 # transformers, nvidia-ml-py, httpx, pyyaml, pytest; what is missing (fastapi, pydantic, codecarbon, ...) can
 # travel as wheels in .whl/ (see docs/gpu-check.md).
@@ -42,4 +43,8 @@ timeout 120 python3 bench/bench_metering.py --skip attribution --overhead-rounds
 step "5. bench_metering overhead: CPU work items charged on the host, so NVML is read sparsely (the default)"
 timeout 120 python3 bench/bench_metering.py --skip attribution --overhead-rounds 16 2>&1 \
     | tee "$OUT/bench_metering.log" | tail -n 1
+
+step "6. bench_serving on the host's CPU (MiniLM's shape, random weights)"
+timeout 200 python3 bench/bench_serving.py --source random-minilm --sets 1 --pairs 2 2>&1 \
+    | tee "$OUT/bench_serving.log" | tail -n 1
 step "done"
