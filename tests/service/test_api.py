@@ -195,3 +195,37 @@ def test_requests_a_known_model_refuses_count_once_in_requests_total(server):
     assert count("4xx") == before + 2  # counted there, and not again by the handler
     assert httpx.post(f"{server.url}/v1/models/no-such-model/infer", json={"inputs": "x"}).status_code == 404
     assert not any('model="no-such-model"' in k for k in scrape(server))  # unknown names stay out of the labels
+
+
+def test_the_benchmark_floor_app_does_the_same_work_as_the_service(server):
+    """bench/floor_app.py is the bare ASGI app that `make bench-serving` compares wattserve with: the comparison
+    only means something if it computes the very same answer from the very same model entry."""
+    import sys
+    import threading
+    from pathlib import Path
+
+    import uvicorn
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import floor_app
+
+    port = free_port()
+    floor = uvicorn.Server(uvicorn.Config(floor_app.build(str(server.app.state.settings.registry)), host="127.0.0.1",
+                                          port=port, log_level="warning"))
+    thread = threading.Thread(target=floor.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 60
+        while not floor.started and time.time() < deadline:
+            time.sleep(0.05)
+        body = {"inputs": "How much energy did this take?"}
+        bare = httpx.post(f"http://127.0.0.1:{port}/", json=body)
+        served = httpx.post(f"{server.url}/v1/models/all-MiniLM-L6-v2/infer", json=body)
+        assert bare.status_code == served.status_code == 200
+        got, want = bare.json(), served.json()
+        assert got.keys() == want.keys() and got["dimensions"] == want["dimensions"] == 384
+        assert got["embeddings"][0] == pytest.approx(want["embeddings"][0], abs=1e-6)
+        assert float(bare.headers["server-timing"].split("dur=")[1]) > 0
+    finally:
+        floor.should_exit = True
+        thread.join(30)
