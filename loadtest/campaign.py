@@ -219,7 +219,8 @@ def run_campaign(campaign: Campaign, out_dir: Path, *, dry_run: bool = False, pr
         url = campaign.server.url
     client = ServerClient(url, api_key)
     try:
-        server_models, system = client.models(), client.system()
+        server_models = client.models_when_loaded(campaign.server.startup_timeout_s)
+        system = client.system()
         # the datasets are loaded and checked; the models now as served (an embedded one may have failed to load)
         _raise(model_problems(campaign, server_models))
         overall = _progress(len(todo) * campaign.samples, "campaign", 0, progress)

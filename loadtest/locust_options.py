@@ -83,7 +83,7 @@ def build(options, host: str, kind: str) -> tuple[Campaign, camp.Prepared, dict,
     campaign = Campaign.model_validate(spec)
     campaign.base_dir = Path.cwd()
     client = ServerClient(host, options.wattserve_api_key)
-    server_models = client.models()
+    server_models = client.models_when_loaded(campaign.server.startup_timeout_s)
     prepared = camp.prepare(campaign, server_models)
     results = Path(options.wattserve_results or f"results/locust-{time.strftime('%Y%m%d-%H%M%S')}")
     return campaign, prepared, server_models, client.system(), client, results

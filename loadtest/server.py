@@ -65,6 +65,16 @@ class ServerClient:
             raise ServerError(f"{self.url}/v1/models answered {response.status_code}: {response.text[:300]}")
         return {m["id"]: m for m in response.json()["data"]}
 
+    def models_when_loaded(self, timeout_s: float) -> dict[str, dict[str, Any]]:
+        """``/v1/models`` once no model is ``loading`` (a server answers while its models load), or as it stands
+        after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            models = self.models()
+            if all(m.get("state") != "loading" for m in models.values()) or time.monotonic() >= deadline:
+                return models
+            time.sleep(0.5)
+
     def system(self) -> dict[str, Any]:
         response = self._get("/v1/system")
         if response.status_code != 200:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check in one go, for a GPU host reached for a few minutes (about 6 min on one H100/H200):
+# Every GPU check in one go, for a GPU host reached for a few minutes (about 8 min on one H100/H200):
 #   1. scripts/gpu_check.py          metering core: meter timing, attribution vs standalone references, overhead
 #   2. scripts/gpu_service_check.py  the service on the GPU: every task, headers, /metrics balance, metered p50
 #   3. tests/energy/test_nvml*.py    the NVML backend on real hardware (and against autospec fakes)

@@ -115,6 +115,7 @@ class Runtime:
             if self.metering is not None:
                 self.metering.charge_on(served.meter_devices)
         self._workers: dict[str, DeviceWorker] = {}
+        self._closing = False
         self._in_flight: dict[str, int] = {}  # per device: jobs handed to its worker and not done
 
     def _meter_devices(self, device: str) -> tuple[str, ...] | None:
@@ -134,7 +135,10 @@ class Runtime:
         return self._workers[device]
 
     def load_all(self) -> None:
+        """Load every model in registry order, one at a time; stops early once :meth:`shutdown` has begun."""
         for served in self.models.values():
+            if self._closing:
+                break
             started = time.perf_counter()
             try:
                 served.runner = served.task.load(served.spec, served.device)
@@ -144,6 +148,22 @@ class Runtime:
                 served.error = f"{type(exc).__name__}: {exc}"
                 log.error("model %s failed to load: %s", served.spec.name, served.error)
 
+    def load_in_background(self, then: Callable[[], None] | None = None) -> threading.Thread:
+        """:meth:`load_all` in a daemon thread, then ``then()``: the server answers ``/healthz`` (and says which
+        model is still ``loading``) while models load. Shutdown does not wait for a model half loaded."""
+        def run() -> None:
+            self.load_all()
+            if then is not None and not self._closing:
+                then()
+
+        thread = threading.Thread(target=run, name="wattserve-load", daemon=True)
+        thread.start()
+        return thread
+
+    @property
+    def loading(self) -> bool:
+        return any(m.state == "loading" for m in self.models.values())
+
     async def infer(self, served: ServedModel, request: BaseModel,
                     on_text: Callable[[str], None] | None = None,
                     disconnected: Callable[[], Awaitable[None]] | None = None) -> Outcome:
@@ -151,9 +171,10 @@ class Runtime:
         ``disconnected`` returns when the client goes away: a request that has to wait for its device is then
         dropped unrun, at no cost. (One that starts at once is not watched: if it runs, it finishes and its energy
         is recorded anyway, and the watch would cost every request two more tasks on the event loop.)"""
-        if served.runner is None:
+        if served.runner is None:  # still loading (try again shortly), or failed to load
             raise NotReady(f"model {served.spec.name!r} is {served.state}" + (f": {served.error}" if served.error
-                                                                              else ""), model=served.spec.name)
+                                                                              else ""), model=served.spec.name,
+                           headers={"Retry-After": "5"} if served.error is None else None)
         if served.pending >= self.settings.queue_size:
             raise Overloaded(f"model {served.spec.name!r} has {served.pending} requests waiting (the limit)",
                              headers={"Retry-After": "1"}, limit=self.settings.queue_size)
@@ -217,5 +238,6 @@ class Runtime:
             future.exception()  # a job whose client left or timed out still finishes; nobody awaits it
 
     def shutdown(self) -> None:
+        self._closing = True
         for worker in self._workers.values():
             worker.shutdown()  # in-flight requests finish, so their energy is recorded

@@ -110,3 +110,68 @@ def test_a_server_without_any_meter_says_so_in_headers_and_system(tmp_path, tiny
     assert r.status_code == 200
     assert r.headers["X-Energy-Method"] == "none" and float(r.headers["X-Energy-Joules"]) == 0
     assert system["meters"] == {} and "codecarbon" in system["meter_notes"]["estimate"]
+
+
+def test_health_answers_while_models_load_and_each_model_becomes_ready_on_its_own(tmp_path, tiny_classifier,
+                                                                                monkeypatch):
+    import threading
+
+    from loadtest.server import ServerClient
+    from service.tasks import TaskSpec
+
+    gate = threading.Event()
+    load = TaskSpec.load
+
+    def gated_load(self, spec, device):
+        if spec.name == "slow":
+            gate.wait(60)
+        return load(self, spec, device)
+
+    monkeypatch.setattr(TaskSpec, "load", gated_load)
+    registry = tmp_path / "models.yaml"
+    registry.write_text("models:\n" + "".join(
+        f"  - name: {name}\n    task: text-classification\n    source: {tiny_classifier}\n    device: cpu\n"
+        for name in ("fast", "slow")))
+    live = LiveServer(Settings(port=free_port(), registry=registry))
+    live.thread.start()  # not __enter__: that waits for every model
+    try:
+        assert wait_for(lambda: live.server.started)
+        assert httpx.get(live.url + "/healthz").status_code == 200
+        assert wait_for(lambda: httpx.get(live.url + "/v1/models/fast").json()["state"] == "ready")
+        ready = httpx.get(live.url + "/readyz")
+        assert ready.status_code == 503 and ready.json()["models"]["slow"]["state"] == "loading"
+        assert httpx.post(live.url + "/v1/models/fast/infer", json={"inputs": "fine"}).status_code == 200
+        waiting = httpx.post(live.url + "/v1/models/slow/infer", json={"inputs": "fine"})
+        assert waiting.status_code == 503 and "loading" in waiting.json()["detail"]
+        assert waiting.headers["Retry-After"] == "5"
+        gate.set()
+        models = ServerClient(live.url).models_when_loaded(timeout_s=60)  # what a campaign does first
+        assert models["slow"]["state"] == "ready"
+        assert httpx.get(live.url + "/readyz").status_code == 200
+        assert httpx.post(live.url + "/v1/models/slow/infer", json={"inputs": "fine"}).status_code == 200
+    finally:
+        gate.set()
+        live.__exit__(None, None, None)
+
+
+def test_strict_refuses_to_serve_when_a_model_fails_to_load(tmp_path, tiny_classifier):
+    registry = tmp_path / "models.yaml"
+    registry.write_text(f"models:\n  - name: good\n    task: text-classification\n    source: {tiny_classifier}\n"
+                        f"    device: cpu\n  - name: broken\n    task: text-classification\n"
+                        f"    source: {tmp_path / 'missing'}\n")
+    import threading
+
+    live, exits = LiveServer(Settings(port=free_port(), registry=registry, strict=True)), []
+
+    def run() -> None:
+        try:
+            live.server.run()
+        except SystemExit as exc:
+            exits.append(exc.code)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)  # the lifespan's startup fails: uvicorn gives up without serving
+    assert not thread.is_alive() and not live.server.started and exits == [3]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(live.url + "/healthz")
