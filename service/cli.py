@@ -43,7 +43,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)
     app = create_app(settings)
     url = f"http://{settings.host}:{settings.port}"
-    print(f"wattserve {__version__} serving {settings.registry} on {url}\n"
+    loading = "" if settings.strict else f" (models load in the background: {url}/readyz says when they serve)"
+    print(f"wattserve {__version__} serving {settings.registry} on {url}{loading}\n"
           f"try:  curl -si {url}/v1/embeddings -H 'content-type: application/json' "
           "-d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": \"How much energy did this take?\"}' "
           "| grep -i -E '^(x-energy|x-carbon|carbon|server-timing|x-request)'", flush=True)
