@@ -15,13 +15,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from service.energy import Accounting, Component, EnergyRecord, Metering
 
 ENERGY_BUCKETS_J = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300, 1000, 3000)
+MODEL_STATES = ("loading", "ready", "failed")
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry, metering: Metering | None,
                  queue_depth: Callable[[], dict[str, int]], models: dict[str, str] | None = None,
-                 queue_size: int | None = None) -> None:
+                 queue_size: int | None = None, model_states: Callable[[], dict[str, str]] | None = None) -> None:
         self.registry = registry
         self.requests = Counter("wattserve_requests", "Inference requests answered, by outcome status class",
                                 ["model", "task", "status"], registry=registry)
@@ -34,7 +35,7 @@ class Metrics:
         self.emissions = Counter("wattserve_emissions_grams", "gCO2e of requests (operational or embodied)",
                                  ["model", "task", "scope"], registry=registry)
         self.tokens = Counter("wattserve_tokens", "Tokens processed", ["model", "direction"], registry=registry)
-        registry.register(_LiveCollector(metering, queue_depth, queue_size))
+        registry.register(_LiveCollector(metering, queue_depth, queue_size, model_states))
         self._children: dict[tuple[str, str], tuple] = {}  # a model's energy series (final records)
         self._response_children: dict[tuple[str, str], tuple] = {}  # a model's response series
         # every series of every served model exists from the start at zero: rate() and increase() then count a
@@ -94,10 +95,18 @@ class _LiveCollector:
     """Values read at scrape time: device counters from the metering ledger, power, intensity, queues."""
 
     def __init__(self, metering: Metering | None, queue_depth: Callable[[], dict[str, int]],
-                 queue_size: int | None) -> None:
+                 queue_size: int | None, model_states: Callable[[], dict[str, str]] | None = None) -> None:
         self.metering, self.queue_depth, self.queue_size = metering, queue_depth, queue_size
+        self.model_states = model_states
 
     def collect(self):
+        if self.model_states is not None:  # a state set: one series per state, 1 for the model's current one
+            state = GaugeMetricFamily("wattserve_model_state", "1 for each model's current state (loading, ready, "
+                                      "failed), 0 for the others", labels=["model", "state"])
+            for model, current in self.model_states().items():
+                for name in MODEL_STATES:
+                    state.add_metric([model, name], 1.0 if name == current else 0.0)
+            yield state
         queue = GaugeMetricFamily("wattserve_queue_depth", "Requests waiting or running, per model", labels=["model"])
         size = GaugeMetricFamily("wattserve_queue_size", "Requests a model's queue holds before answering 429",
                                  labels=["model"])

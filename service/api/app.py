@@ -122,7 +122,8 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
     runtime = Runtime(settings, registry, metering or None)
     prom = CollectorRegistry()
     metrics = Metrics(prom, runtime.metering, lambda: {n: m.pending for n, m in runtime.models.items()},
-                      {n: m.spec.task for n, m in runtime.models.items()}, settings.queue_size)
+                      {n: m.spec.task for n, m in runtime.models.items()}, settings.queue_size,
+                      lambda: {n: m.state for n, m in runtime.models.items()})
     if runtime.metering is not None:
         runtime.metering.subscribe(metrics.observe_final)
     keys = _api_keys(settings)

@@ -84,6 +84,11 @@ def test_models_and_readiness_report_a_broken_model_while_others_serve(server):
     assert models["broken"]["state"] == "failed" and models["broken"]["error"]
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 200 and ready.json()["models"]["broken"]["state"] == "failed"
+    metrics = httpx.get(f"{server.url}/metrics").text
+    for model, state in (("broken", "failed"), ("all-MiniLM-L6-v2", "ready")):
+        for name in ("loading", "ready", "failed"):
+            assert f'wattserve_model_state{{model="{model}",state="{name}"}} {1.0 if name == state else 0.0}' \
+                in metrics
     r = httpx.post(f"{server.url}/v1/models/broken/infer", json={"inputs": "x"})
     assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
 

@@ -140,6 +140,7 @@ def test_health_answers_while_models_load_and_each_model_becomes_ready_on_its_ow
         assert wait_for(lambda: httpx.get(live.url + "/v1/models/fast").json()["state"] == "ready")
         ready = httpx.get(live.url + "/readyz")
         assert ready.status_code == 503 and ready.json()["models"]["slow"]["state"] == "loading"
+        assert 'wattserve_model_state{model="slow",state="loading"} 1.0' in httpx.get(live.url + "/metrics").text
         assert httpx.post(live.url + "/v1/models/fast/infer", json={"inputs": "fine"}).status_code == 200
         waiting = httpx.post(live.url + "/v1/models/slow/infer", json={"inputs": "fine"})
         assert waiting.status_code == 503 and "loading" in waiting.json()["detail"]
