@@ -182,6 +182,12 @@ def traffic_panels() -> list:
                 [query(f'sum by (model, status) (rate(wattserve_requests_total{{status=~"4xx|5xx", {MODEL_TASK}}}'
                        f"{RATE})) / ignoring (status) group_left () {total}", "{{model}} {{status}}")])
         .no_value("0"),
+        _series("Models not serving", "short",
+                "1 while a model is loading (models load in the background after start-up) or has failed to load "
+                "(its requests get 503; GET /v1/models/<name> says which, with the error); 0 while it serves.",
+                [query(f'sum by (instance, model) (wattserve_model_state{{state!="ready", model=~"$model", '
+                       f"{INSTANCE}}})", "{{instance}} {{model}}")])
+        .no_value("0"),
     ]
 
 
