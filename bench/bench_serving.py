@@ -2,8 +2,9 @@
 
 One client, sequential, single sentences, the embedded all-MiniLM-L6-v2:
 1. in-process (the same runner called directly) vs HTTP to `wattserve serve` (metering on) on 127.0.0.1, and vs
-   the floor: a bare ASGI app on uvicorn with the same runner and the same thread hand-off (bench/floor_app.py),
-   which separates what loopback HTTP costs this machine whoever serves from what wattserve itself costs.
+   two floors with the same runner and the same thread hand-off (bench/floor_app.py): a bare ASGI app on uvicorn
+   and a one-route FastAPI app. They separate what loopback HTTP and the framework cost on this machine from what
+   wattserve itself costs.
    Blocks of ``--requests``, the order rotating each round, ``--sets`` times with fresh processes and a fresh
    in-process model copy (a copy's speed differs from process to process by a few % here);
 2. HTTP to an app with metering on vs one with metering off, both in one server process (process-to-process
@@ -79,9 +80,9 @@ def start_pair(registry: Path, unmetered_first: bool = False) -> tuple[subproces
     return proc, ports
 
 
-def start_floor(registry: Path) -> tuple[subprocess.Popen, str]:
+def start_floor(registry: Path, kind: str = "bare") -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = launch([sys.executable, str(ROOT / "bench" / "floor_app.py"), str(registry), str(port)])
+    proc = launch([sys.executable, str(ROOT / "bench" / "floor_app.py"), str(registry), str(port), kind])
     wait_ready(proc, [f"http://127.0.0.1:{port}"])
     return proc, f"http://127.0.0.1:{port}"
 
@@ -105,7 +106,7 @@ def random_minilm(folder: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sets", type=int, default=2,
-                    help="phase 1 repeats: each with a fresh server, floor app and in-process model copy (a model "
+                    help="phase 1 repeats: each with a fresh server, floor apps and in-process model copy (a model "
                          "copy's speed differs from process to process by a few %% here)")
     ap.add_argument("--pairs", type=int, default=4,
                     help="fresh server processes, each with both apps (the app built first alternates)")
@@ -178,19 +179,21 @@ def main() -> None:
                 ways[name](SENTENCES[i % len(SENTENCES)])
                 latencies[name].append(time.perf_counter() - t0)
 
-    latencies: dict[str, list[float]] = {"inprocess": [], "served": [], "floor": [], "metered": [], "unmetered": []}
+    latencies: dict[str, list[float]] = {"inprocess": [], "served": [], "floor": [], "fastapi_floor": [],
+                                         "metered": [], "unmetered": []}
     # 1. throughput: the metered server as users run it (`wattserve serve`, one app) vs the same runner in-process,
-    # and the floor app beside them
+    # and the floor apps beside them
     blocks: list[dict[str, float]] = []
     for _ in range(args.sets):
         runner = TASKS[spec.task].load(spec, "cpu")
-        servers = [start_server(registry), start_floor(registry)]
+        servers = [start_server(registry), start_floor(registry), start_floor(registry, "fastapi")]
         try:
             conns = [http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
                      for _, url in servers]
             blocks += alternate({"inprocess": inprocess,
                                  "served": over_http(conns[0], f"/v1/models/{spec.name}/infer", "served"),
-                                 "floor": over_http(conns[1], "/", "floor")}, args.rounds, latencies)
+                                 "floor": over_http(conns[1], "/", "floor"),
+                                 "fastapi_floor": over_http(conns[2], "/", "fastapi_floor")}, args.rounds, latencies)
         finally:
             for proc, _ in servers:
                 proc.terminate()
@@ -219,6 +222,8 @@ def main() -> None:
         "served_vs_inprocess_throughput_ratio": throughput_ratio("inprocess", "served"),
         "floor_vs_inprocess_throughput_ratio": throughput_ratio("inprocess", "floor"),
         "served_vs_floor_throughput_ratio": throughput_ratio("floor", "served"),
+        "fastapi_floor_vs_inprocess_throughput_ratio": throughput_ratio("inprocess", "fastapi_floor"),
+        "served_vs_fastapi_floor_throughput_ratio": throughput_ratio("fastapi_floor", "served"),
         "metered_vs_unmetered_p50_ratio": round(statistics.median(p50_ratios), 4) if p50_ratios else None,
         "metered_vs_unmetered_p50_ratio_per_process": [round(x, 4) for x in p50_ratios],
         "p50_ms": {k: round(v, 3) for k, v in p50.items()},

@@ -1,11 +1,14 @@
-"""The floor under any Python model server on this machine (used by bench_serving.py): a bare ASGI app on uvicorn
-that runs the same runner with the same single-thread hand-off as wattserve, and nothing else: no routing, no
-validation beyond the task's request model, no metering, no metrics, no energy headers.
+"""The floors under wattserve on this machine (used by bench_serving.py): apps that run the same runner with the
+same single-thread hand-off as wattserve and nothing else (no metering, metrics, energy headers or problem
+handling), served by uvicorn:
 
-wattserve's served figure against this one is what wattserve itself costs; this one against in-process is what
-loopback HTTP and two thread hand-offs cost on this machine, whichever framework serves.
+* ``bare``: a plain ASGI callable, the floor under any Python server;
+* ``fastapi``: one FastAPI route doing the same, the floor under any server built on FastAPI (wattserve's stack).
 
-    python bench/floor_app.py REGISTRY PORT
+wattserve against these is what wattserve itself costs; these against in-process is what loopback HTTP, the hand-off
+and the framework cost on this machine.
+
+    python bench/floor_app.py REGISTRY PORT [bare|fastapi]
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson  # noqa: E402
 import uvicorn  # noqa: E402
+from fastapi import FastAPI, Request, Response  # noqa: E402 - at module level: the route's annotations resolve here
 
 from service.registry import load_registry  # noqa: E402
 from service.tasks import TASKS  # noqa: E402
 
 
-def build(registry: str):
+def build(registry: str, kind: str = "bare"):
     spec = load_registry(Path(registry)).models[0]
     task = TASKS[spec.task]
     runner = task.load(spec, spec.device)
@@ -36,6 +40,25 @@ def build(registry: str):
         started = time.perf_counter()
         body, _ = runner.run(runner.prepare(request))
         return body, time.perf_counter() - started
+
+    async def infer(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        request = task.request.model_validate(json.loads(raw))
+        out, inference_s = await asyncio.get_running_loop().run_in_executor(executor, job, request)
+        return orjson.dumps(out), [(b"server-timing", f"inference;dur={inference_s * 1e3:.3f}".encode())]
+
+    if kind == "fastapi":
+        fastapi_app = FastAPI()
+
+        @fastapi_app.get("/readyz")  # what bench_serving waits for
+        async def alive() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @fastapi_app.post("/")
+        async def post(request: Request) -> Response:
+            body, headers = await infer(await request.body())
+            return Response(body, media_type="application/json", headers={k.decode(): v.decode() for k, v in headers})
+
+        return fastapi_app
 
     async def app(scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -49,13 +72,10 @@ def build(registry: str):
             raw += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        body, headers = b'{"status": "ok"}', [(b"content-type", b"application/json")]
+        body, headers = b'{"status": "ok"}', []
         if scope["method"] == "POST":
-            request = task.request.model_validate(json.loads(raw))
-            out, inference_s = await asyncio.get_running_loop().run_in_executor(executor, job, request)
-            body = orjson.dumps(out)  # as wattserve encodes
-            headers.append((b"server-timing", f"inference;dur={inference_s * 1e3:.3f}".encode()))
-        headers.append((b"content-length", str(len(body)).encode()))
+            body, headers = await infer(raw)
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -63,4 +83,5 @@ def build(registry: str):
 
 
 if __name__ == "__main__":
-    uvicorn.run(build(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+    uvicorn.run(build(sys.argv[1], sys.argv[3] if len(sys.argv) > 3 else "bare"), host="127.0.0.1",
+                port=int(sys.argv[2]), log_level="warning")

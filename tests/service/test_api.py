@@ -202,9 +202,10 @@ def test_requests_a_known_model_refuses_count_once_in_requests_total(server):
     assert not any('model="no-such-model"' in k for k in scrape(server))  # unknown names stay out of the labels
 
 
-def test_the_benchmark_floor_app_does_the_same_work_as_the_service(server):
-    """bench/floor_app.py is the bare ASGI app that `make bench-serving` compares wattserve with: the comparison
-    only means something if it computes the very same answer from the very same model entry."""
+@pytest.mark.parametrize("kind", ["bare", "fastapi"])
+def test_the_benchmark_floor_apps_do_the_same_work_as_the_service(server, kind):
+    """bench/floor_app.py has the apps that `make bench-serving` compares wattserve with: the comparison only means
+    something if they compute the very same answer from the very same model entry."""
     import sys
     import threading
     from pathlib import Path
@@ -215,14 +216,15 @@ def test_the_benchmark_floor_app_does_the_same_work_as_the_service(server):
     import floor_app
 
     port = free_port()
-    floor = uvicorn.Server(uvicorn.Config(floor_app.build(str(server.app.state.settings.registry)), host="127.0.0.1",
-                                          port=port, log_level="warning"))
+    floor = uvicorn.Server(uvicorn.Config(floor_app.build(str(server.app.state.settings.registry), kind),
+                                          host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=floor.run, daemon=True)
     thread.start()
     try:
         deadline = time.time() + 60
         while not floor.started and time.time() < deadline:
             time.sleep(0.05)
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200  # what the benchmark waits for
         body = {"inputs": "How much energy did this take?"}
         bare = httpx.post(f"http://127.0.0.1:{port}/", json=body)
         served = httpx.post(f"{server.url}/v1/models/all-MiniLM-L6-v2/infer", json=body)
