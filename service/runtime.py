@@ -148,15 +148,23 @@ class Runtime:
                 served.error = f"{type(exc).__name__}: {exc}"
                 log.error("model %s failed to load: %s", served.spec.name, served.error)
 
-    def load_in_background(self, then: Callable[[], None] | None = None) -> threading.Thread:
-        """:meth:`load_all` in a daemon thread, then ``then()``: the server answers ``/healthz`` (and says which
-        model is still ``loading``) while models load. Shutdown does not wait for a model half loaded."""
-        def run() -> None:
+    def load(self, then: Callable[[], None] | None = None) -> None:
+        """:meth:`load_all`, then ``then()`` (the service freezes the heap), with the metering's power model not
+        learning meanwhile: that work is neither a request nor the idle draw (see ``Metering.learning``)."""
+        if self.metering is not None:
+            self.metering.learning(False)
+        try:
             self.load_all()
             if then is not None and not self._closing:
                 then()
+        finally:
+            if self.metering is not None:
+                self.metering.learning(True)
 
-        thread = threading.Thread(target=run, name="wattserve-load", daemon=True)
+    def load_in_background(self, then: Callable[[], None] | None = None) -> threading.Thread:
+        """:meth:`load` in a daemon thread: the server answers ``/healthz`` (and says which model is still
+        ``loading``) while models load. Shutdown does not wait for a model half loaded."""
+        thread = threading.Thread(target=self.load, args=(then,), name="wattserve-load", daemon=True)
         thread.start()
         return thread
 

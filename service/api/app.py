@@ -135,11 +135,10 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
         if runtime.metering is not None:
             runtime.metering.start()
         if settings.strict:  # all or nothing: every model loads before the server answers anything
-            await asyncio.to_thread(runtime.load_all)
+            await asyncio.to_thread(runtime.load, _freeze_heap)
             failed = {n: m.error for n, m in runtime.models.items() if m.error}
             if failed:
                 raise RuntimeError(f"--strict: models failed to load: {failed}")
-            _freeze_heap()
         else:  # /healthz answers at once; each model is `loading` on /readyz and /v1/models until it is ready
             runtime.load_in_background(then=_freeze_heap)
         yield

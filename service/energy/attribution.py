@@ -376,6 +376,9 @@ class Attributor:
         self._time_share = time_share
         self._lock = threading.Lock()
         self._version = 0  # even when no split is under way (a sequence lock for provisional figures)
+        # False while the process does work that is no request's and not its idle draw either (loading models): the
+        # intervals are still split and counted, but the power model does not learn from them
+        self.learning = True
         self._open: dict[Request, None] = {}  # keyed by the object itself: identity hash, no id string to hash
 
     # -- request path: O(1), no lock, no meter reads -------------------------------------------------------
@@ -488,7 +491,7 @@ class Attributor:
         tot.last_power_w = energy_j / dt
         model = self.models[dev]
         overlaps = [o for o in all_overlaps if dev in o[0].devices]
-        if not degraded:
+        if not degraded and self.learning:
             tau: dict[str, float] = {}
             for req, ov, _ in overlaps:
                 tau[req.work_class] = tau.get(req.work_class, 0.0) + ov

@@ -121,6 +121,14 @@ class Metering:
         edges, and each NVML read keeps a core busy ~2.7 ms. Until the first call, every device counts."""
         self.sampler.charge(devices)
 
+    def learning(self, on: bool) -> None:
+        """Pause (False) or resume the power model's learning. The service pauses it while models load (and the heap
+        is frozen after): that keeps a core busy for seconds, and learnt as the idle draw it put the first requests'
+        CPU energy all in idle (seen: active CPU energy 0 in final records minutes after start; with the pause, the
+        first requests' finals are active and within ~10 % of their provisional figures). The energy is still
+        counted, as unattributed idle."""
+        self.attributor.learning = on
+
     def subscribe(self, callback: Callable[[EnergyRecord], None]) -> None:
         """Call ``callback(record)`` for every final record (from the sampler thread: keep it short)."""
         self._subscribers.append(callback)

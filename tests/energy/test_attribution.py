@@ -162,3 +162,30 @@ def test_a_provisional_figure_computed_while_intervals_are_split_is_computed_aga
     calls.clear()
     att._version += 1  # a split under way whenever the request path looks: the lock, after three tries
     assert att.provisional(req) == expected and len(calls) == 1
+
+
+@pytest.mark.parametrize("learning", [True, False])
+def test_energy_spent_while_learning_is_paused_does_not_become_the_idle_draw(learning):
+    """The service pauses learning while models load: seconds of a busy core would otherwise be learnt as the idle
+    draw, and the next requests' energy would all land in idle. The energy is still counted either way."""
+    finals = {}
+    attr = Attributor([DEV], lambda r, shares: finals.__setitem__(r.request_id, shares["d0"]))
+    t = 0.0
+    for _ in range(40):  # 4 s of a quiet device at 10 W: the true idle draw
+        attr.on_interval("d0", (t, t), (t + 0.1, t + 0.1), 1.0)
+        t += 0.1
+    attr.learning = learning
+    for _ in range(80):  # 8 s of loading models at 100 W, no request
+        attr.on_interval("d0", (t, t), (t + 0.1, t + 0.1), 10.0)
+        t += 0.1
+    attr.learning = True
+    req = Request("r", "cls", attr.all_devices, t + 0.02)
+    attr.begin(req)
+    attr.end(req, t + 0.07)
+    attr.on_interval("d0", (t, t), (t + 0.1, t + 0.1), 1.0 + 50 * 0.05)  # idle + 50 W for 50 ms
+    tot = attr.totals["d0"]
+    assert tot.measured_j == pytest.approx(40 * 1.0 + 80 * 10.0 + 3.5)  # counted whether learnt or not
+    if learning:
+        assert finals["r"].active_j == 0.0  # the loading was learnt as idle: the request looks free
+    else:
+        assert finals["r"].active_j == pytest.approx(2.5, rel=0.05)

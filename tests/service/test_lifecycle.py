@@ -6,6 +6,7 @@ import time
 import httpx
 import pytest
 
+from service.energy.types import Component
 from service.settings import Settings
 from tests.service.conftest import LiveServer, free_port
 
@@ -176,3 +177,24 @@ def test_strict_refuses_to_serve_when_a_model_fails_to_load(tmp_path, tiny_class
     assert not thread.is_alive() and not live.server.started and exits == [3]
     with pytest.raises(httpx.ConnectError):
         httpx.get(live.url + "/healthz")
+
+
+def test_the_power_model_does_not_learn_while_models_load(tmp_path, tiny_classifier, monkeypatch):
+    from service.energy import Metering
+    from service.energy.meters.simulated import SimulatedDevice, SimulatedMeter
+    from service.registry import load_registry
+    from service.runtime import Runtime
+    from service.tasks import TaskSpec
+
+    registry = tmp_path / "models.yaml"
+    registry.write_text(f"models:\n  - name: m\n    task: text-classification\n    source: {tiny_classifier}\n"
+                        "    device: cpu\n")
+    metering = Metering([SimulatedMeter({"cpu0": SimulatedDevice(10.0, {})}, component=Component.CPU)])
+    runtime = Runtime(Settings(registry=registry), load_registry(registry), metering)
+    seen = []
+    load = TaskSpec.load
+    monkeypatch.setattr(TaskSpec, "load", lambda self, spec, device: seen.append(
+        metering.attributor.learning) or load(self, spec, device))
+    runtime.load_in_background(then=lambda: seen.append(metering.attributor.learning)).join(60)
+    # not while loading, nor while the heap is collected and frozen afterwards; again once that is done
+    assert seen == [False, False] and metering.attributor.learning is True and runtime.models["m"].state == "ready"
