@@ -376,9 +376,10 @@ class Attributor:
         self._time_share = time_share
         self._lock = threading.Lock()
         self._version = 0  # even when no split is under way (a sequence lock for provisional figures)
-        # False while the process does work that is no request's and not its idle draw either (loading models): the
-        # intervals are still split and counted, but the power model does not learn from them
-        self.learning = True
+        # the power model learns only from intervals that start at or after this instant (metering clock). The service
+        # sets it to +inf while it loads models, then to when loading ended (Metering.learning): that work is no
+        # request's and not the idle draw either. Intervals are split and counted all the same
+        self.learn_after_s = float("-inf")
         self._open: dict[Request, None] = {}  # keyed by the object itself: identity hash, no id string to hash
 
     # -- request path: O(1), no lock, no meter reads -------------------------------------------------------
@@ -491,7 +492,7 @@ class Attributor:
         tot.last_power_w = energy_j / dt
         model = self.models[dev]
         overlaps = [o for o in all_overlaps if dev in o[0].devices]
-        if not degraded and self.learning:
+        if not degraded and e0[0] >= self.learn_after_s:
             tau: dict[str, float] = {}
             for req, ov, _ in overlaps:
                 tau[req.work_class] = tau.get(req.work_class, 0.0) + ov

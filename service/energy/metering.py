@@ -126,8 +126,9 @@ class Metering:
         is frozen after): that keeps a core busy for seconds, and learnt as the idle draw it put the first requests'
         CPU energy all in idle (seen: active CPU energy 0 in final records minutes after start; with the pause, the
         first requests' finals are active and within ~10 % of their provisional figures). The energy is still
-        counted, as unattributed idle."""
-        self.attributor.learning = on
+        counted, as unattributed idle. Resuming learns only from intervals that start after now: the interval under
+        way still holds the paused work."""
+        self.attributor.learn_after_s = self._clock() if on else float("inf")
 
     def subscribe(self, callback: Callable[[EnergyRecord], None]) -> None:
         """Call ``callback(record)`` for every final record (from the sampler thread: keep it short)."""

@@ -174,17 +174,21 @@ def test_energy_spent_while_learning_is_paused_does_not_become_the_idle_draw(lea
     for _ in range(40):  # 4 s of a quiet device at 10 W: the true idle draw
         attr.on_interval("d0", (t, t), (t + 0.1, t + 0.1), 1.0)
         t += 0.1
-    attr.learning = learning
+    if not learning:
+        attr.learn_after_s = float("inf")
     for _ in range(80):  # 8 s of loading models at 100 W, no request
         attr.on_interval("d0", (t, t), (t + 0.1, t + 0.1), 10.0)
         t += 0.1
-    attr.learning = True
+    if not learning:
+        attr.learn_after_s = t + 0.05  # learning resumes halfway through the next interval...
+    attr.on_interval("d0", (t, t), (t + 0.1, t + 0.1), 5.5)  # ...which still holds 50 ms of loading
+    t += 0.1
     req = Request("r", "cls", attr.all_devices, t + 0.02)
     attr.begin(req)
     attr.end(req, t + 0.07)
     attr.on_interval("d0", (t, t), (t + 0.1, t + 0.1), 1.0 + 50 * 0.05)  # idle + 50 W for 50 ms
     tot = attr.totals["d0"]
-    assert tot.measured_j == pytest.approx(40 * 1.0 + 80 * 10.0 + 3.5)  # counted whether learnt or not
+    assert tot.measured_j == pytest.approx(40 * 1.0 + 80 * 10.0 + 5.5 + 3.5)  # counted whether learnt or not
     if learning:
         assert finals["r"].active_j == 0.0  # the loading was learnt as idle: the request looks free
     else:

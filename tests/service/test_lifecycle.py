@@ -194,7 +194,9 @@ def test_the_power_model_does_not_learn_while_models_load(tmp_path, tiny_classif
     seen = []
     load = TaskSpec.load
     monkeypatch.setattr(TaskSpec, "load", lambda self, spec, device: seen.append(
-        metering.attributor.learning) or load(self, spec, device))
-    runtime.load_in_background(then=lambda: seen.append(metering.attributor.learning)).join(60)
-    # not while loading, nor while the heap is collected and frozen afterwards; again once that is done
-    assert seen == [False, False] and metering.attributor.learning is True and runtime.models["m"].state == "ready"
+        metering.attributor.learn_after_s) or load(self, spec, device))
+    before = metering.clock()
+    runtime.load_in_background(then=lambda: seen.append(metering.attributor.learn_after_s)).join(60)
+    # not while loading, nor while the heap is collected and frozen afterwards; again from when that was done
+    assert seen == [float("inf"), float("inf")] and runtime.models["m"].state == "ready"
+    assert before < metering.attributor.learn_after_s <= metering.clock()
