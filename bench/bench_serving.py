@@ -130,7 +130,7 @@ def main() -> None:
     registry.write_text(f"models:\n  - name: {spec.name}\n    task: {spec.task}\n    source: {spec.source}\n"
                         f"    device: cpu\n    max_input_tokens: {spec.max_input_tokens}\n")
 
-    def inprocess(text: str) -> None:
+    def inprocess(text: str, record: bool = True) -> None:
         runner.run(runner.prepare(EmbeddingRequest(inputs=text)))
 
     inference_ms: dict[str, list[float]] = {}  # per way: the server's own Server-Timing inference figure
@@ -139,7 +139,7 @@ def main() -> None:
     outside_ms: dict[str, list[float]] = {}
 
     def over_http(conn: http.client.HTTPConnection, path: str = f"/v1/models/{spec.name}/infer", way: str = ""):
-        def call(text: str) -> None:
+        def call(text: str, record: bool = True) -> None:
             t0 = time.perf_counter()
             conn.request("POST", path, json.dumps({"inputs": text}),
                          {"content-type": "application/json"})
@@ -149,20 +149,26 @@ def main() -> None:
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status}")
             timing = re.search(r"inference;dur=([0-9.]+)", response.getheader("server-timing", ""))
-            if way and timing:
+            if record and way and timing:
                 inference_ms.setdefault(way, []).append(float(timing.group(1)))
                 outside_ms.setdefault(way, []).append(round_trip_ms - float(timing.group(1)))
         return call
 
+    def warm_up(ways: dict) -> None:  # not recorded
+        for way in ways.values():
+            for text in SENTENCES[:10]:
+                way(text, record=False)
+
+    def rotated(names: list[str], k: int) -> list[str]:  # no way always goes first
+        return names[k % len(names):] + names[:k % len(names)]
+
     def alternate(ways: dict, rounds: int, latencies: dict[str, list[float]]) -> list[dict[str, float]]:
         """Blocks of ``--requests`` per way, the order rotating each round; block wall times are returned."""
-        for way in ways.values():  # warm-up
-            for text in SENTENCES[:10]:
-                way(text)
-        names, blocks = list(ways), []
+        warm_up(ways)
+        blocks = []
         for r in range(rounds):
             block = {}
-            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate: no way always goes first
+            for name in rotated(list(ways), r):
                 t_block = time.perf_counter()
                 for i in range(args.requests):
                     t0 = time.perf_counter()
@@ -175,12 +181,9 @@ def main() -> None:
     def interleave(ways: dict, rounds: int, latencies: dict[str, list[float]]) -> None:
         """One request per way in turn, the order rotating each time: the machine's drift (blocks of 25 swung the
         p50 ratio by +-5 % here) falls on every way alike."""
-        for way in ways.values():  # warm-up
-            for text in SENTENCES[:10]:
-                way(text)
-        names = list(ways)
+        warm_up(ways)
         for i in range(rounds * args.requests):
-            for name in names[i % len(names):] + names[:i % len(names)]:
+            for name in rotated(list(ways), i):
                 t0 = time.perf_counter()
                 ways[name](SENTENCES[i % len(SENTENCES)])
                 latencies[name].append(time.perf_counter() - t0)

@@ -41,13 +41,18 @@ class Metrics:
         # every series of every served model exists from the start at zero: rate() and increase() then count a
         # model's first requests too (a series born at its first increment loses that increment)
         for model, task in (models or {}).items():
-            for status in ("2xx", "4xx", "5xx"):
-                self.requests.labels(model, task, status)
-            self.duration.labels(model, task)
-            for direction in ("input", "output"):
-                self.tokens.labels(model, direction)
+            self._response_series(model, task)
             if metering is not None:
                 self._series(model, task)
+
+    def _response_series(self, model: str, task: str) -> tuple:
+        children = self._response_children.get((model, task))
+        if children is None:  # as _series: a model's series are resolved once
+            children = self._response_children[(model, task)] = (
+                {c: self.requests.labels(model, task, f"{c}xx") for c in (2, 4, 5)},
+                self.duration.labels(model, task), self.tokens.labels(model, "input"),
+                self.tokens.labels(model, "output"))
+        return children
 
     def _series(self, model: str, task: str) -> tuple:
         children = self._children.get((model, task))
@@ -71,17 +76,12 @@ class Metrics:
 
     def observe_response(self, model: str, task: str, status: int, duration_s: float | None,
                          tokens_in: int = 0, tokens_out: int = 0) -> None:
-        """Called once per response, on the event loop: the model's series are resolved once, not per call."""
-        children = self._response_children.get((model, task))
-        if children is None:
-            children = self._response_children[(model, task)] = (
-                {},  # status class -> series, as they occur
-                self.duration.labels(model, task), self.tokens.labels(model, "input"),
-                self.tokens.labels(model, "output"))
-        requests, duration, tokens_input, tokens_output = children
-        counter = requests.get(status // 100)
+        """Called once per response, on the event loop."""
+        requests, duration, tokens_input, tokens_output = self._response_series(model, task)
+        status_class = status // 100
+        counter = requests.get(status_class)
         if counter is None:
-            counter = requests[status // 100] = self.requests.labels(model, task, f"{status // 100}xx")
+            counter = requests[status_class] = self.requests.labels(model, task, f"{status_class}xx")
         counter.inc()
         if duration_s is not None:
             duration.observe(duration_s)
