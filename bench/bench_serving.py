@@ -3,8 +3,10 @@
 One client, sequential, single sentences, the embedded all-MiniLM-L6-v2:
 1. in-process (the same runner called directly) vs HTTP to `wattserve serve` (metering on) on 127.0.0.1, and vs
    two floors with the same runner and the same thread hand-off (bench/floor_app.py): a bare ASGI app on uvicorn
-   and a one-route FastAPI app. They separate what loopback HTTP and the framework cost on this machine from what
-   wattserve itself costs.
+   and a one-route FastAPI app; and a blocking socket server that runs the model on the connection's thread, with no
+   event loop and no hand-off (the host's own floor: what one loopback round trip costs after the client waited
+   out an inference). They separate what loopback HTTP and the framework cost on this machine from what wattserve
+   itself costs.
    Blocks of ``--requests``, the order rotating each round, ``--sets`` times with fresh processes and a fresh
    in-process model copy (a copy's speed differs from process to process by a few % here);
 2. HTTP to an app with metering on vs one with metering off, both in one server process (process-to-process
@@ -189,20 +191,22 @@ def main() -> None:
                 latencies[name].append(time.perf_counter() - t0)
 
     latencies: dict[str, list[float]] = {"inprocess": [], "served": [], "floor": [], "fastapi_floor": [],
-                                         "metered": [], "unmetered": []}
+                                         "socket_floor": [], "metered": [], "unmetered": []}
     # 1. throughput: the metered server as users run it (`wattserve serve`, one app) vs the same runner in-process,
     # and the floor apps beside them
     blocks: list[dict[str, float]] = []
     for _ in range(args.sets):
         runner = TASKS[spec.task].load(spec, "cpu")
-        servers = [start_server(registry), start_floor(registry), start_floor(registry, "fastapi")]
+        servers = [start_server(registry), start_floor(registry), start_floor(registry, "fastapi"),
+                   start_floor(registry, "socket")]
         try:
             conns = [http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
                      for _, url in servers]
             blocks += alternate({"inprocess": inprocess,
                                  "served": over_http(conns[0], f"/v1/models/{spec.name}/infer", "served"),
                                  "floor": over_http(conns[1], "/", "floor"),
-                                 "fastapi_floor": over_http(conns[2], "/", "fastapi_floor")}, args.rounds, latencies)
+                                 "fastapi_floor": over_http(conns[2], "/", "fastapi_floor"),
+                                 "socket_floor": over_http(conns[3], "/", "socket_floor")}, args.rounds, latencies)
         finally:
             for proc, _ in servers:
                 proc.terminate()
@@ -233,6 +237,7 @@ def main() -> None:
         "served_vs_floor_throughput_ratio": throughput_ratio("floor", "served"),
         "fastapi_floor_vs_inprocess_throughput_ratio": throughput_ratio("inprocess", "fastapi_floor"),
         "served_vs_fastapi_floor_throughput_ratio": throughput_ratio("fastapi_floor", "served"),
+        "socket_floor_vs_inprocess_throughput_ratio": throughput_ratio("inprocess", "socket_floor"),
         "metered_vs_unmetered_p50_ratio": round(statistics.median(p50_ratios), 4) if p50_ratios else None,
         "metered_vs_unmetered_p50_ratio_per_process": [round(x, 4) for x in p50_ratios],
         "p50_ms": {k: round(v, 3) for k, v in p50.items()},

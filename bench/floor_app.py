@@ -3,19 +3,25 @@ same single-thread hand-off as wattserve and nothing else (no metering, metrics,
 handling), served by uvicorn:
 
 * ``bare``: a plain ASGI callable, the floor under any Python server;
-* ``fastapi``: one FastAPI route doing the same, the floor under any server built on FastAPI (wattserve's stack).
+* ``fastapi``: one FastAPI route doing the same, the floor under any server built on FastAPI (wattserve's stack);
+* ``socket``: no asyncio, no uvicorn, no thread hand-off: a blocking socket that reads a request, runs the model
+  on the connection's own thread and writes the answer (a minimal HTTP/1.1: keep-alive, Content-Length bodies). It
+  is no server anyone should run, only the floor of this host itself: what a loopback round trip costs after the
+  client has waited out an inference (a vCPU that idles for ~15 ms wakes slowly on a VM).
 
 wattserve against these is what wattserve itself costs; these against in-process is what loopback HTTP, the hand-off
 and the framework cost on this machine.
 
-    python bench/floor_app.py REGISTRY PORT [bare|fastapi]
+    python bench/floor_app.py REGISTRY PORT [bare|fastapi|socket]
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -82,6 +88,55 @@ def build(registry: str, kind: str = "bare"):
     return app
 
 
+def serve_socket(registry: str, port: int, stop: threading.Event | None = None) -> None:
+    """The ``socket`` floor: one thread per connection, blocking reads and writes, the model run in place. Serves
+    until ``stop`` is set (checked a few times a second), or forever."""
+    spec = load_registry(Path(registry)).models[0]
+    task = TASKS[spec.task]
+    runner = task.load(spec, spec.device)
+
+    def connection(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                length = next((int(v) for k, _, v in (line.partition(b":") for line in lines[1:])
+                               if k.strip().lower() == b"content-length"), 0)
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                raw, buf = buf[:length], buf[length:]
+                headers = b""
+                body = b'{"status": "ok"}'
+                if lines[0].startswith(b"POST"):
+                    started = time.perf_counter()
+                    out, _ = runner.run(runner.prepare(task.request.model_validate(json.loads(raw))))
+                    inference_s = time.perf_counter() - started
+                    body = orjson.dumps(out)
+                    headers = f"server-timing: inference;dur={inference_s * 1e3:.3f}\r\n".encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                             + str(len(body)).encode() + b"\r\n" + headers + b"\r\n" + body)
+
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        listener.settimeout(0.2)
+        while not (stop and stop.is_set()):
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
+            threading.Thread(target=connection, args=(conn,), daemon=True).start()
+
+
 if __name__ == "__main__":
-    uvicorn.run(build(sys.argv[1], sys.argv[3] if len(sys.argv) > 3 else "bare"), host="127.0.0.1",
-                port=int(sys.argv[2]), log_level="warning")
+    if len(sys.argv) > 3 and sys.argv[3] == "socket":
+        serve_socket(sys.argv[1], int(sys.argv[2]))
+    else:
+        uvicorn.run(build(sys.argv[1], sys.argv[3] if len(sys.argv) > 3 else "bare"), host="127.0.0.1",
+                    port=int(sys.argv[2]), log_level="warning")

@@ -130,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--carbon-region", dest="carbon_region", help="e.g. oregon (with --carbon-country USA)")
     serve.add_argument("--carbon-intensity", dest="carbon_intensity_g_per_kwh", type=float, help="gCO2e/kWh")
     serve.add_argument("--pue", type=float)
+    serve.add_argument("--carbon-timeseries", dest="carbon_timeseries", help="CSV of grid intensity over time")
+    serve.add_argument("--embodied-g", dest="embodied_g", type=float, help="embodied gCO2e of the machine (SCI M)")
+    serve.add_argument("--embodied-lifetime-s", dest="embodied_lifetime_s", type=float,
+                       help="the machine's lifetime for the embodied share")
+    serve.add_argument("--api-keys-file", dest="api_keys_file",
+                       help="bearer keys, one per line (keys themselves: WATTSERVE_API_KEYS, never a flag)")
+    serve.add_argument("--records-kept", dest="records_kept", type=int, help="recent records kept for lookup")
     serve.add_argument("--no-metering", dest="metering", action="store_false", default=None,
                        help="turn energy metering off (for overhead comparisons)")
     serve.set_defaults(func=_serve)

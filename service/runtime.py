@@ -177,8 +177,10 @@ class Runtime:
 
     async def infer(self, served: ServedModel, request: BaseModel,
                     on_text: Callable[[str], None] | None = None,
-                    disconnected: Callable[[], Awaitable[None]] | None = None) -> Outcome:
-        """Run one request. ``on_text`` (streaming generation) is called from the inference thread.
+                    disconnected: Callable[[], Awaitable[None]] | None = None,
+                    on_start: Callable[[str | None], None] | None = None) -> Outcome:
+        """Run one request. ``on_text`` (streaming generation) is called from the inference thread, and so is
+        ``on_start``, with the request id, once the input is accepted and the model starts on it.
         ``disconnected`` returns when the client goes away: a request that has to wait for its device is then
         dropped unrun, at no cost. (One that starts at once is not watched: if it runs, it finishes and its energy
         is recorded anyway, and the watch would cost every request two more tasks on the event loop.)"""
@@ -191,18 +193,22 @@ class Runtime:
                              headers={"Retry-After": "1"}, limit=self.settings.queue_size)
         served.pending += 1
         arrival = time.perf_counter()
-        cancelled = False
+        cancelled = began = False
+        ticket = None
 
         def job() -> Outcome:
+            nonlocal ticket, began
             if cancelled:
                 raise _Skipped
+            began = True
             started = time.perf_counter()
             prepared = served.runner.prepare(request)
             prepared.on_text = on_text
-            ticket = None
             if self.metering is not None:
                 ticket = self.metering.begin(served.spec.name, served.spec.task, tokens_in=prepared.tokens_in,
                                              devices=served.meter_devices, queue_s=started - arrival)
+            if on_start is not None:
+                on_start(ticket.request_id if ticket is not None else None)
             try:
                 body, tokens_out = served.runner.run(prepared)
             except BaseException:
@@ -230,8 +236,14 @@ class Runtime:
                 return future.result()
         except TimeoutError:
             cancelled = True
-            raise Timeout(f"no result within {self.settings.request_timeout_s} s; its energy is still recorded",
-                          limit=self.settings.request_timeout_s) from None
+            limit = self.settings.request_timeout_s
+            if not began:  # still waiting for the device: it never runs, and costs nothing
+                raise Timeout(f"no result within {limit} s; it was still waiting for the device and will not run",
+                              limit=limit) from None
+            if ticket is None:
+                raise Timeout(f"no result within {limit} s; it runs to the end", limit=limit) from None
+            raise Timeout(f"no result within {limit} s; it runs to the end, and its energy is recorded under its "
+                          "X-Request-Id", limit=limit, headers={"X-Request-Id": ticket.request_id}) from None
         except asyncio.CancelledError:
             cancelled = True  # the client went away: if it was still queued, it never runs
             raise

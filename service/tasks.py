@@ -10,7 +10,7 @@ import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
 
@@ -51,6 +51,14 @@ def _json_number(value: Any, integer: bool) -> Any:
     return value
 
 
+StopSequences = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=256)]],
+    BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
+    Field(min_length=1, max_length=4),
+    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": 256},
+                              {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256},
+                               "minItems": 1, "maxItems": 4}]}),
+]
 JsonInt = int  # the checks live in JsonModel: a wrapped type would hide its limits from the JSON Schema
 JsonFloat = float
 STRICT = ConfigDict(extra="forbid")
@@ -104,7 +112,9 @@ class GenerationRequest(JsonModel):
     do_sample: StrictBool = False
     temperature: JsonFloat = Field(1.0, ge=0.01, le=10)
     top_p: JsonFloat = Field(1.0, ge=0.001, le=1)
-    seed: JsonInt | None = Field(None, ge=0, le=2**32 - 1)
+    seed: JsonInt | None = Field(None, ge=0, le=2**32 - 1, description="with do_sample: the same seed, the same text")
+    stop: StopSequences | None = Field(None, description="up to 4 sequences: the text ends before the first one "
+                                                         "generated (finish_reason stop)")
 
 
 class QuestionContext(JsonModel):
@@ -118,6 +128,81 @@ class QuestionAnsweringRequest(JsonModel):
     inputs: Annotated[list[QuestionContext], BeforeValidator(lambda v: [v] if isinstance(v, dict) else v),
                       Field(min_length=1)] = Field(description="{question, context} or a non-empty list of them")
     max_answer_tokens: JsonInt = Field(30, ge=1, le=512)
+
+
+# -- response schemas: what each task answers (documented in the OpenAPI document; the runners build plain dicts,
+# which tests and the schema fuzzer check against these)
+class TaskResponse(BaseModel):
+    usage: dict[str, Any] | None = Field(None, description="with ?include_energy=true: {energy: the request's "
+                                                           "energy record}")
+
+
+class EmbeddingResponse(TaskResponse):
+    embeddings: list[list[float]] = Field(description="one vector per input")
+    dimensions: int
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class ClassificationResponse(TaskResponse):
+    results: list[list[LabelScore]] = Field(description="per input: its top_k labels, best first")
+
+
+class MaskCandidate(BaseModel):
+    token: int
+    token_str: str
+    score: float
+    mask: int = Field(description="which of the input's masks, from 0")
+
+
+class FillMaskResponse(TaskResponse):
+    results: list[list[MaskCandidate]] = Field(description="per input: top_k candidates for each of its masks")
+
+
+class Entity(BaseModel):
+    entity_group: str
+    score: float
+    word: str
+    start: int | None
+    end: int | None
+
+
+class TokenClassificationResponse(TaskResponse):
+    results: list[list[Entity]] = Field(description="per input: its entities, words aggregated")
+
+
+class Generated(BaseModel):
+    generated_text: str
+    tokens: int = Field(description="new tokens generated")
+    finish_reason: Literal["stop", "length"]
+
+
+class GenerationResponse(TaskResponse):
+    results: list[Generated] = Field(description="one per prompt")
+
+
+class Summary(BaseModel):
+    summary_text: str
+    tokens: int = Field(description="new tokens generated")
+    finish_reason: Literal["stop", "length"]
+
+
+class SummarizationResponse(TaskResponse):
+    results: list[Summary] = Field(description="one per input")
+
+
+class Answer(BaseModel):
+    answer: str
+    score: float
+    start: int = Field(description="character offsets of the answer in its context")
+    end: int
+
+
+class QuestionAnsweringResponse(TaskResponse):
+    results: list[Answer] = Field(description="one per {question, context}")
 
 
 @dataclass
@@ -161,6 +246,22 @@ class Runner:
         self.model = self._load_model(common)
         self.model.to(device).eval()
         self.parameters = sum(p.numel() for p in self.model.parameters())  # model size, for reports
+        self.max_input_tokens = self._token_limit()
+
+    def _token_limit(self) -> int:
+        """The registry's ``max_input_tokens``, lowered to what the model can take: its position table and its
+        tokenizer's own maximum (a registry that asks for more would otherwise crash inside the model)."""
+        limits = [self.spec.max_input_tokens]
+        config = self.model.config
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        if isinstance(positions, int) and positions > 0:
+            self.positions = positions
+            limits.append(positions)
+        if 0 < getattr(self.tokenizer, "model_max_length", 0) < 1_000_000:  # a huge sentinel means "unknown"
+            limits.append(int(self.tokenizer.model_max_length))
+        return min(limits)
+
+    positions: int | None = None  # the model's position table (None: relative positions, no fixed table)
 
     auto_class = "AutoModel"  # the transformers Auto class that loads this task's model
 
@@ -173,9 +274,9 @@ class Runner:
     def _inputs(self, prepared: Prepared) -> dict:
         return {k: v.to(self.device) for k, v in prepared.encoded.items()}
 
-    def _check_lengths(self, lengths: list[int]) -> None:
+    def _check_lengths(self, lengths: list[int], limit: int | None = None) -> None:
         """413 for an input over the model's token limit (unless the registry says to truncate)."""
-        limit = self.spec.max_input_tokens
+        limit = self.max_input_tokens if limit is None else limit
         if max(lengths) > limit and not self.spec.truncate:
             raise TooLarge(f"input {lengths.index(max(lengths))} has {max(lengths)} tokens; this model takes at "
                            f"most {limit}", field="inputs", limit=limit)
@@ -185,13 +286,13 @@ class Runner:
             raise TooLarge(f"at most {self.spec.max_batch} inputs per request, got {len(inputs)}",
                            field="inputs", limit=self.spec.max_batch)
 
-    def prepare(self, request: BaseModel) -> Prepared:
+    def prepare(self, request: BaseModel, limit: int | None = None) -> Prepared:
         texts = request.inputs
         self._check_batch(texts)
-        limit = self.spec.max_input_tokens
+        limit = self.max_input_tokens if limit is None else limit
         encoded = self.tokenizer(texts, padding=True, truncation=False, return_tensors="pt")  # one pass, usually
         lengths = encoded["attention_mask"].sum(1).tolist()
-        self._check_lengths(lengths)
+        self._check_lengths(lengths, limit)
         if max(lengths) > limit:  # over the limit and allowed: truncate
             encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
         return Prepared(texts, encoded, int(encoded["attention_mask"].sum()), request)
@@ -243,7 +344,13 @@ class FillMaskRunner(Runner):
         missing = [i for i, t in enumerate(request.inputs) if mask not in t]
         if missing:
             raise Invalid(f"input {missing[0]} has no mask token {mask}", field=f"inputs.{missing[0]}")
-        return super().prepare(request)
+        prepared = super().prepare(request)
+        ids = prepared.encoded["input_ids"]
+        lost = [i for i, row in enumerate(ids) if not (row == self.tokenizer.mask_token_id).any()]
+        if lost:  # truncation cut the mask away: there is nothing left to predict
+            raise TooLarge(f"input {lost[0]}'s mask token lies beyond the first {self.max_input_tokens} tokens, "
+                           "which is all this model takes", field=f"inputs.{lost[0]}", limit=self.max_input_tokens)
+        return prepared
 
     def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
         import torch
@@ -251,12 +358,14 @@ class FillMaskRunner(Runner):
         enc = self._inputs(prepared)
         with torch.inference_mode():
             probs = self.model(**enc).logits.float().softmax(-1).cpu()
-        results = []
+        results = []  # one list per input: top_k candidates per mask, the masks in order (``mask``: which one)
         for row, ids in enumerate(enc["input_ids"].cpu()):
-            for pos in (ids == self.tokenizer.mask_token_id).nonzero().flatten().tolist():
+            candidates = []
+            for m, pos in enumerate((ids == self.tokenizer.mask_token_id).nonzero().flatten().tolist()):
                 top = probs[row, pos].topk(min(prepared.options.top_k, probs.shape[-1]))
-                results.append([{"token": int(i), "token_str": self.tokenizer.decode([int(i)]).strip(),
-                                 "score": float(p)} for p, i in zip(top.values, top.indices, strict=True)])
+                candidates += [{"token": int(i), "token_str": self.tokenizer.decode([int(i)]).strip(),
+                                "score": float(p), "mask": m} for p, i in zip(top.values, top.indices, strict=True)]
+            results.append(candidates)
         return {"results": results}, 0
 
 
@@ -289,15 +398,57 @@ class GenerationRunner(Runner):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"  # decoder-only: generation continues right after the prompt
+        self.tokenizer.truncation_side = "left"  # a prompt cut to fit keeps its end, where generation continues
         return super()._load_model(common)
 
-    def prepare(self, request: BaseModel) -> Prepared:
-        limit = self.spec.max_new_tokens_limit
+    decoder_only = True  # prompt and new tokens share one position table
+
+    def prepare(self, request: BaseModel, limit: int | None = None) -> Prepared:
+        most = self.spec.max_new_tokens_limit
         wanted = self.spec.new_tokens(request.max_new_tokens)
-        if wanted > limit:
-            raise Invalid(f"max_new_tokens {wanted} is over this model's limit {limit}", field="max_new_tokens",
-                          limit=limit)
-        return super().prepare(request)
+        if wanted > most:
+            raise Invalid(f"max_new_tokens {wanted} is over this model's limit {most}", field="max_new_tokens",
+                          limit=most)
+        limit = self.max_input_tokens
+        if self.decoder_only and self.positions is not None and limit + wanted > self.positions:
+            limit = self.positions - wanted  # the prompt leaves room for what it asks to generate
+            if limit < 1:
+                raise Invalid(f"max_new_tokens {wanted} leaves no room for a prompt in this model's "
+                              f"{self.positions} positions", field="max_new_tokens", limit=self.positions - 1)
+        try:
+            return super().prepare(request, limit)
+        except TooLarge as exc:
+            if limit < self.max_input_tokens:
+                exc.detail += f" (with max_new_tokens {wanted}, of {self.positions} positions)"
+            raise
+
+    def _sampling(self, req: BaseModel, kwargs: dict) -> None:
+        if req.do_sample:
+            import torch
+
+            kwargs.update(temperature=req.temperature, top_p=req.top_p)
+            if req.seed is not None:
+                torch.manual_seed(req.seed)
+        if req.stop:  # generation halts once a stop sequence appears in a row's text; the text is cut before it
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_StopOnText(self.tokenizer, list(req.stop))])
+
+    @staticmethod
+    def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+        """``text`` up to the first stop sequence in it, and whether there was one."""
+        at = min((i for i in (text.find(x) for x in stop or ()) if i >= 0), default=-1)
+        return (text[:at], True) if at >= 0 else (text, False)
+
+    def _results(self, texts: list[str], lengths: list[int], key: str, stop: list[str] | None,
+                 wanted: int) -> list[dict]:
+        """Per text: the text cut at a stop sequence, its token count, and why it ended (OpenAI's finish_reason:
+        ``length`` when it ran out of new tokens, else ``stop``)."""
+        out = []
+        for text, n in zip(texts, lengths, strict=True):
+            text, stopped = self.cut_at_stop(text, stop)
+            out.append({key: text, "tokens": n, "finish_reason": "stop" if stopped or n < wanted else "length"})
+        return out
 
     def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
         import torch
@@ -308,20 +459,17 @@ class GenerationRunner(Runner):
                   "do_sample": req.do_sample, "pad_token_id": self.tokenizer.pad_token_id}
         if req.min_new_tokens is not None:
             kwargs["min_new_tokens"] = min(req.min_new_tokens, kwargs["max_new_tokens"])
-        if req.do_sample:
-            kwargs.update(temperature=req.temperature, top_p=req.top_p)
-            if req.seed is not None:
-                torch.manual_seed(req.seed)
+        self._sampling(req, kwargs)
         if prepared.on_text is not None:
-            kwargs["streamer"] = _TextStreamer(self.tokenizer, prepared.on_text)
+            kwargs["streamer"] = _TextStreamer(self.tokenizer, prepared.on_text, req.stop)
         with torch.inference_mode():
             out = _generate(self.model, enc, kwargs)
         new = out[:, enc["input_ids"].shape[1]:].cpu()
         pad = self.tokenizer.pad_token_id
         lengths = [int((row != pad).sum()) if pad is not None else row.shape[0] for row in new]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return ({"results": [{"generated_text": t, "tokens": n} for t, n in zip(texts, lengths, strict=True)]},
-                sum(lengths))
+        results = self._results(texts, lengths, "generated_text", req.stop, kwargs["max_new_tokens"])
+        return {"results": results}, sum(lengths)
 
 
 class SummarizationRunner(GenerationRunner):
@@ -329,6 +477,7 @@ class SummarizationRunner(GenerationRunner):
 
     auto_class = "AutoModelForSeq2SeqLM"
     _load_model = Runner._load_model  # encoder-decoder: no left padding
+    decoder_only = False  # the input has the encoder's positions to itself
 
     def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
         import torch
@@ -340,15 +489,14 @@ class SummarizationRunner(GenerationRunner):
         min_new = req.min_new_tokens if req.min_new_tokens is not None else self.spec.generation.get("min_new_tokens")
         if min_new is not None:
             kwargs["min_new_tokens"] = min(int(min_new), kwargs["max_new_tokens"])
-        if req.do_sample:
-            kwargs.update(temperature=req.temperature, top_p=req.top_p)
+        self._sampling(req, kwargs)
         with torch.inference_mode():
             out = _generate(self.model, enc, kwargs).cpu()[:, 1:]  # drop the decoder start token
         pad = self.tokenizer.pad_token_id
         lengths = [int((row != pad).sum()) for row in out]
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
-        return ({"results": [{"summary_text": t, "tokens": n} for t, n in zip(texts, lengths, strict=True)]},
-                sum(lengths))
+        results = self._results(texts, lengths, "summary_text", req.stop, kwargs["max_new_tokens"])
+        return {"results": results}, sum(lengths)
 
 
 class QuestionAnsweringRunner(Runner):
@@ -360,9 +508,16 @@ class QuestionAnsweringRunner(Runner):
         pairs = request.inputs
         self._check_batch(pairs)
         questions, contexts = [p.question for p in pairs], [p.context for p in pairs]
-        limit = self.spec.max_input_tokens
+        limit = self.max_input_tokens
         lengths = [len(ids) for ids in self.tokenizer(questions, contexts, truncation=False)["input_ids"]]
         self._check_lengths(lengths)
+        if max(lengths) > limit:  # truncation cuts the context only: the question, with one context token, must fit
+            room = limit - (len(self.tokenizer("x", "x")["input_ids"]) - 2)  # less the special tokens of a pair
+            long = [i for i, ids in enumerate(self.tokenizer(questions, add_special_tokens=False)["input_ids"])
+                    if len(ids) + 1 > room]
+            if long:
+                raise TooLarge(f"question {long[0]} leaves no room for its context in this model's {limit} tokens",
+                               field=f"inputs.{long[0]}.question", limit=room - 1)
         encoded = self.tokenizer(questions, contexts, padding=True, truncation="only_second", max_length=limit,
                                  return_offsets_mapping=True, return_tensors="pt")
         return Prepared(contexts, encoded, int(encoded["attention_mask"].sum()), request)
@@ -399,13 +554,32 @@ def _generate(model, enc: dict, kwargs: dict):
         raise
 
 
+class _StopOnText:
+    """A transformers stopping criterion: a row is done once its new text holds a stop sequence. Any text works
+    (transformers' own ``stop_strings`` refuses strings that its vocabulary cannot spell token by token)."""
+
+    def __init__(self, tokenizer, stop: list[str]) -> None:
+        self.tokenizer, self.stop = tokenizer, stop
+        self.prompt_len: int | None = None
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        if self.prompt_len is None:  # the first call sees one new token after the prompt
+            self.prompt_len = input_ids.shape[1] - 1
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        return torch.tensor([any(x in t for x in self.stop) for t in texts], dtype=torch.bool,
+                            device=input_ids.device)
+
+
 class _TextStreamer:
     """transformers streamer protocol (put/end): decodes the growing output and emits only the new text."""
 
-    def __init__(self, tokenizer, on_text: Callable[[str], None]) -> None:
-        self.tokenizer, self.on_text = tokenizer, on_text
+    def __init__(self, tokenizer, on_text: Callable[[str], None], stop: list[str] | None = None) -> None:
+        self.tokenizer, self.on_text, self.stop = tokenizer, on_text, stop or []
         self.ids: list[int] = []
         self.sent = 0
+        self.stopped = False
         self.prompt_seen = False
 
     def put(self, value) -> None:
@@ -414,20 +588,35 @@ class _TextStreamer:
             return
         self.ids.extend(int(i) for i in value.flatten().tolist())
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if len(text) > self.sent and not text.endswith("\ufffd"):  # wait for whole UTF-8 characters
-            self.on_text(text[self.sent:])
-            self.sent = len(text)
+        if not text.endswith("\ufffd"):  # wait for whole UTF-8 characters
+            self._emit(text, final=False)
 
     def end(self) -> None:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if len(text) > self.sent:
-            self.on_text(text[self.sent:])
+        self._emit(self.tokenizer.decode(self.ids, skip_special_tokens=True), final=True)
+
+    def _emit(self, text: str, final: bool) -> None:
+        """Send what is safe to send: nothing from a stop sequence on, and, until the end, not a tail that may
+        yet grow into one."""
+        if self.stopped:
+            return
+        text, self.stopped = GenerationRunner.cut_at_stop(text, self.stop)
+        safe = len(text)
+        if not (final or self.stopped):
+            for x in self.stop:  # the longest tail of the text that begins a stop sequence is held back
+                for k in range(min(len(x) - 1, len(text)), 0, -1):
+                    if text.endswith(x[:k]):
+                        safe = min(safe, len(text) - k)
+                        break
+        if safe > self.sent:
+            self.on_text(text[self.sent:safe])
+            self.sent = safe
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
     request: type[BaseModel]
+    response: type[BaseModel]
     runner: Callable[[ModelSpec, str], Runner]
     openai: str | None = None  # the OpenAI-compatible route that serves this task
 
@@ -442,13 +631,14 @@ _LOAD_LOCK = threading.Lock()
 
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (
-    TaskSpec("feature-extraction", EmbeddingRequest, EmbeddingRunner, openai="embeddings"),
-    TaskSpec("text-classification", ClassificationRequest, ClassificationRunner),
-    TaskSpec("fill-mask", FillMaskRequest, FillMaskRunner),
-    TaskSpec("token-classification", TokenClassificationRequest, TokenClassificationRunner),
-    TaskSpec("text-generation", GenerationRequest, GenerationRunner, openai="completions"),
-    TaskSpec("summarization", GenerationRequest, SummarizationRunner),
-    TaskSpec("question-answering", QuestionAnsweringRequest, QuestionAnsweringRunner),
+    TaskSpec("feature-extraction", EmbeddingRequest, EmbeddingResponse, EmbeddingRunner, openai="embeddings"),
+    TaskSpec("text-classification", ClassificationRequest, ClassificationResponse, ClassificationRunner),
+    TaskSpec("fill-mask", FillMaskRequest, FillMaskResponse, FillMaskRunner),
+    TaskSpec("token-classification", TokenClassificationRequest, TokenClassificationResponse,
+             TokenClassificationRunner),
+    TaskSpec("text-generation", GenerationRequest, GenerationResponse, GenerationRunner, openai="completions"),
+    TaskSpec("summarization", GenerationRequest, SummarizationResponse, SummarizationRunner),
+    TaskSpec("question-answering", QuestionAnsweringRequest, QuestionAnsweringResponse, QuestionAnsweringRunner),
 )}
 
 __all__ = ["TASKS", "TaskSpec", "Runner", "Prepared", "Invalid"]

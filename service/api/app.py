@@ -83,17 +83,18 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(scope, send)
+        over = declared is not None and declared.isdigit() and int(declared) > self.max_bytes
         seen = 0
 
         async def limited():
             nonlocal seen
+            if over:  # refused at the first read, unread: the app answers, and counts it for the model at hand
+                raise _BodyTooLarge(self.max_bytes)
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.max_bytes)
             return message
 
         try:
@@ -109,8 +110,13 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive``: an HTTPException, so FastAPI's body parsing lets it through (it turns any other
+    error there into a 400) and the app answers it as the 413 problem."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413)
+        self.problem = TooLarge(f"request body over {max_bytes} bytes", field="body", limit=max_bytes)
 
 
 def create_app(settings: Settings | None = None, metering: Metering | None | bool = True) -> FastAPI:
@@ -170,10 +176,19 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
+        # an OpenAI route's body failed FastAPI's validation before the route ran: the model it names, if it is
+        # one of ours, counts the refusal (an unknown name does not: the label would be unbounded)
+        named = exc.body.get("model") if isinstance(exc.body, dict) else None
+        if isinstance(named, str) and named in runtime.models and not hasattr(request.state, "served"):
+            request.state.served = runtime.models[named]
         return await _problem(request, invalid_from(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc, _BodyTooLarge):
+            return await _problem(request, exc.problem)
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:  # JSON too deep, a number too long, ...
+            return await _problem(request, not_json(exc.__cause__ or exc))
         return await _problem(request, HTTPProblem(exc.status_code, str(exc.detail),
                                                    headers=dict(exc.headers or {})))  # e.g. Allow on 405
 
@@ -255,7 +270,8 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
                            f"{settings.records_kept} requests)", field="request_id")
         return record.as_dict()
 
-    openapi.install(app, {name: m.spec.task for name, m in runtime.models.items()}, lambda: schema_patches(runtime))
+    openapi.install(app, {name: m.spec.task for name, m in runtime.models.items()}, lambda: schema_patches(runtime),
+                    lambda: openai_schema_patches(runtime))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # FastAPI puts its documentation routes first; requests try routes in order, so they go last (stable sort)
     docs = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
@@ -282,11 +298,29 @@ def schema_patches(runtime: Runtime) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+def openai_schema_patches(runtime: Runtime) -> dict[str, dict[str, dict[str, Any]]]:
+    """The OpenAI bodies' limits that every model behind the route shares: the embedding size (the only
+    ``dimensions`` accepted) and the most new tokens. Models that differ leave the limit undocumented."""
+    served = [m for m in runtime.models.values() if m.runner is not None]
+    sizes = {m.runner.model.config.hidden_size for m in served if m.task.openai == "embeddings"}
+    most = {m.spec.max_new_tokens_limit for m in served if m.task.openai == "completions"}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    if len(sizes) == 1:
+        size = sizes.pop()
+        out["EmbeddingsBody"] = {"dimensions": {"minimum": size, "maximum": size}}
+    if len(most) == 1:
+        limit = {"maximum": most.pop()}
+        out["CompletionsBody"] = {"max_tokens": limit}
+        out["ChatBody"] = {"max_tokens": limit, "max_completion_tokens": limit}
+    return out
+
+
 def describe(m: ServedModel) -> dict[str, Any]:
     runner = m.runner
     return {"id": m.spec.name, "object": "model", "owned_by": "wattserve", "task": m.spec.task, "state": m.state,
             "error": m.error, "demo": m.spec.demo, "device": m.device, "source": m.spec.source,
-            "max_input_tokens": m.spec.max_input_tokens, "truncate": m.spec.truncate,
+            "max_input_tokens": runner.max_input_tokens if runner is not None else m.spec.max_input_tokens,
+            "truncate": m.spec.truncate,
             "parameters": runner.parameters if runner is not None else None,
             "mask_token": runner.tokenizer.mask_token if runner is not None else None,
             "generation": m.spec.generation}
@@ -319,23 +353,49 @@ def query_flag(request: Request, name: str) -> bool:
         raise invalid_from([{**e, "loc": ("query", name)} for e in exc.errors()]) from None
 
 
+FASTAPI_BODY_ERROR = "There was an error parsing the body"  # FastAPI's 400 when its JSON parsing fails
+
+
+def not_json(exc: BaseException) -> Invalid:
+    if isinstance(exc, RecursionError):
+        return Invalid("body is not valid JSON here: it nests too deep", field="body")
+    return Invalid(f"body is not valid JSON: {exc}", field="body")
+
+
 async def read_json(request: Request) -> Any:
     raw = await request.body()
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Invalid(f"body is not valid JSON: {exc}", field="body") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors, as is a
+        raise not_json(exc) from None          # number over Python's 4,300 digits
 
 
-def invalid_from(errors: list[dict]) -> Invalid:
-    items = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "message": e.get("msg", "")}
-             for e in errors]
+_LIMITS = ("le", "ge", "lt", "gt", "max_length", "min_length")  # pydantic's error context: the limit broken
+
+
+def invalid_from(errors: list[dict], rename: dict[str, str] | None = None) -> Invalid:
+    """422 from validation errors, naming the first one's field and, where it has one, its limit. ``rename``
+    maps internal field names to the ones the client sent."""
+    rename = rename or {}
+    items = []
+    for e in errors:
+        path = [str(p) for p in e.get("loc", ()) if p != "body"]
+        if path:
+            path[0] = rename.get(path[0], path[0])
+        item: dict[str, Any] = {"field": ".".join(path), "message": e.get("msg", "")}
+        ctx = e.get("ctx") or {}
+        limit = next((ctx[k] for k in _LIMITS if isinstance(ctx.get(k), int | float)), None)
+        if limit is not None:
+            item["limit"] = limit
+        items.append(item)
     first = items[0] if items else {"field": "body", "message": "invalid"}
-    return Invalid(f"{first['field'] or 'body'}: {first['message']}", field=first["field"] or "body", errors=items)
+    extra = {"limit": first["limit"]} if "limit" in first else {}
+    return Invalid(f"{first['field'] or 'body'}: {first['message']}", field=first["field"] or "body", errors=items,
+                   **extra)
 
 
 async def run_observed(app: FastAPI, served: ServedModel, body: BaseModel, on_text=None,
-                       request: Request | None = None) -> Outcome:
+                       request: Request | None = None, on_start=None) -> Outcome:
     """Run one inference through the runtime and count the response in Prometheus, success or not.
 
     With ``request``, a client that disconnects while its request waits for the device cancels it: it never runs
@@ -343,9 +403,12 @@ async def run_observed(app: FastAPI, served: ServedModel, body: BaseModel, on_te
     metrics: Metrics = app.state.metrics
     try:
         outcome = await app.state.runtime.infer(served, body, on_text,
-                                                None if request is None else _disconnect_of(request))
+                                                None if request is None else _disconnect_of(request), on_start)
     except Problem as exc:
         metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
+        raise
+    except Exception:  # answered 500 by the app's handler: counted here, where the model is known
+        metrics.observe_response(served.spec.name, served.spec.task, 500, None)
         raise
     finally:
         if request is not None:

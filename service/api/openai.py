@@ -9,15 +9,15 @@ import json
 import struct
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from service.api.energy_headers import FastJSONResponse, energy_headers, energy_usage
-from service.problems import Invalid, TaskMismatch
-from service.tasks import EmbeddingRequest, JsonFloat, JsonInt, JsonModel, Texts
+from service.problems import Invalid, Problem, TaskMismatch
+from service.tasks import EmbeddingRequest, JsonFloat, JsonInt, JsonModel, StopSequences, Texts
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -37,7 +37,68 @@ class EmbeddingsBody(JsonModel):
     dimensions: JsonInt | None = Field(None, ge=1, description="not supported: must be omitted or the model's size")
 
 
-@router.post("/embeddings")
+# -- response schemas (documentation: the routes build plain dicts, checked against these by the schema fuzzer)
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+    energy: dict[str, Any] | None = Field(None, description="the request's energy record: with "
+                                                            "?include_energy=true, and in a stream's final event")
+
+
+class EmbeddingObject(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str = Field(description="floats, or base64 of float32 little-endian")
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"]
+    model: str
+    data: list[EmbeddingObject]
+    usage: OpenAIUsage
+
+
+class CompletionUsage(OpenAIUsage):
+    completion_tokens: int
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None
+    finish_reason: Literal["stop", "length"]
+
+
+class CompletionsResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: CompletionUsage
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletionsResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: CompletionUsage
+
+
+@router.post("/embeddings", response_model=None, responses={200: {"model": EmbeddingsResponse}})
 async def embeddings(body: EmbeddingsBody, request: Request, include_energy: bool = False) -> JSONResponse:
     from service.api.app import find_model, run_observed
 
@@ -46,11 +107,14 @@ async def embeddings(body: EmbeddingsBody, request: Request, include_energy: boo
     served = find_model(app.state.runtime, body.model, request)
     if served.task.openai != "embeddings":
         raise TaskMismatch(f"model {body.model!r} serves {served.spec.task}, not embeddings", field="model")
-    outcome = await run_observed(app, served, EmbeddingRequest(inputs=body.input), request=request)
+    size = getattr(getattr(served.runner, "model", None), "config", None)
+    size = getattr(size, "hidden_size", None)
+    if body.dimensions is not None and size is not None and body.dimensions != size:  # refused before it runs
+        raise Invalid(f"this model's embeddings have {size} dimensions; dimensions must be omitted or {size}",
+                      field="dimensions", limit=size)
+    with client_fields({"inputs": "input"}):
+        outcome = await run_observed(app, served, EmbeddingRequest(inputs=body.input), request=request)
     vectors = outcome.body["embeddings"]
-    if body.dimensions is not None and body.dimensions != len(vectors[0]):
-        raise Invalid(f"this model's embeddings have {len(vectors[0])} dimensions", field="dimensions",
-                      limit=len(vectors[0]))
     usage = {"prompt_tokens": outcome.tokens_in, "total_tokens": outcome.tokens_in}
     if include_energy:
         usage["energy"] = energy_usage(outcome.record)
@@ -60,17 +124,37 @@ async def embeddings(body: EmbeddingsBody, request: Request, include_energy: boo
     return FastJSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))
 
 
+GREEDY_BELOW = 0.01  # OpenAI's temperature 0 is greedy; a temperature this small would sample as good as greedily
+
+
 class _GenerationBody(JsonModel):
     """What /v1/completions and /v1/chat/completions share."""
 
     model_config = ConfigDict(extra="allow")
     model: str
     max_tokens: JsonInt | None = Field(None, ge=1)
-    temperature: JsonFloat = Field(1.0, ge=0, le=2, description="0: greedy")
+    temperature: JsonFloat = Field(1.0, ge=0, le=2, description=f"below {GREEDY_BELOW}: greedy decoding")
     top_p: JsonFloat = Field(1.0, ge=0.001, le=1)
     n: JsonInt = Field(1, ge=1, le=1, description="only 1 is supported")
     stream: StrictBool = False
     seed: JsonInt | None = Field(None, ge=0, le=2**32 - 1)
+    stop: StopSequences | None = Field(None, description="up to 4 sequences: the text ends before the first one "
+                                                         "generated, with finish_reason stop")
+
+
+# OpenAI fields this server does not implement: accepted at their no-op values, refused otherwise (never ignored)
+UNSUPPORTED = {"logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False), "best_of": (None, 1),
+               "suffix": (None, ""), "logit_bias": (None, {}), "presence_penalty": (None, 0),
+               "frequency_penalty": (None, 0), "tools": (None, []), "tool_choice": (None, "none"),
+               "functions": (None, []), "function_call": (None, "none"), "response_format": (None, {"type": "text"})}
+
+
+def refuse_unsupported(body: _GenerationBody) -> None:
+    for name, value in (body.model_extra or {}).items():
+        accepted = UNSUPPORTED.get(name)
+        if accepted is not None and value is not None and not any(
+                value == ok and isinstance(value, bool) == isinstance(ok, bool) for ok in accepted if ok is not None):
+            raise Invalid(f"{name} is not supported by this server; omit it or send {accepted[-1]!r}", field=name)
 
 
 class CompletionsBody(_GenerationBody):
@@ -87,12 +171,36 @@ class ChatBody(_GenerationBody):
     max_completion_tokens: JsonInt | None = Field(None, ge=1)
 
 
-def _generation(prompts: list[str], max_tokens: int | None, temperature: float, top_p: float, seed: int | None):
+def _generation(body: _GenerationBody, prompts: list[str], max_tokens: int | None, served=None):
     from service.tasks import GenerationRequest
 
-    sample = temperature > 0
+    refuse_unsupported(body)
+    if served is not None:  # each token limit the client sent is checked, the one that is used or not
+        most = served.spec.max_new_tokens_limit
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = getattr(body, name, None)
+            if value is not None and value > most:
+                raise Invalid(f"{name} {value} is over this model's limit {most}", field=name, limit=most)
+    sample = body.temperature >= GREEDY_BELOW
     return GenerationRequest(inputs=prompts, max_new_tokens=max_tokens, do_sample=sample,
-                             temperature=temperature if sample else 1.0, top_p=top_p, seed=seed)
+                             temperature=body.temperature if sample else 1.0, top_p=body.top_p, seed=body.seed,
+                             stop=body.stop)
+
+
+class client_fields:  # noqa: N801 - used as a context manager, read like a function
+    """Problems raised inside name the field as this route's client sent it (``prompt``, not ``inputs``)."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if isinstance(exc, Problem) and isinstance(field := exc.extra.get("field"), str):
+            head, dot, rest = field.partition(".")
+            if head in self.names:
+                exc.extra["field"] = self.names[head] + dot + rest
 
 
 def _chat_prompt(tokenizer, messages: list[ChatMessage]) -> str:
@@ -112,13 +220,13 @@ def _served_generator(request: Request, name: str):
     return served
 
 
-async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, include_energy: bool):
+async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, include_energy: bool,
+                   max_tokens_field: str = "max_tokens"):
     from service.api.app import run_observed
 
     kind = "chat.completion" if chat else "text_completion"
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
-    limit = served.spec.new_tokens(gen.max_new_tokens)
 
     def usage(outcome, record=None):
         u = {"prompt_tokens": outcome.tokens_in, "completion_tokens": outcome.tokens_out,
@@ -127,26 +235,41 @@ async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, i
             u["energy"] = energy_usage(record or outcome.record)
         return u
 
+    names = {"inputs": "messages" if chat else "prompt",
+             "max_new_tokens": "max_completion_tokens" if chat and max_tokens_field == "max_completion_tokens"
+             else "max_tokens"}
     if not stream:
-        outcome = await run_observed(request.app, served, gen, request=request)
+        with client_fields(names):
+            outcome = await run_observed(request.app, served, gen, request=request)
         choices = []
         for i, res in enumerate(outcome.body["results"]):
-            finish = "length" if res["tokens"] >= limit else "stop"
             body = {"message": {"role": "assistant", "content": res["generated_text"]}} if chat else \
                 {"text": res["generated_text"], "logprobs": None}
-            choices.append({"index": i, "finish_reason": finish, **body})
+            choices.append({"index": i, "finish_reason": res["finish_reason"], **body})
         data = {"id": ident, "object": kind, "created": created, "model": served.spec.name, "choices": choices,
                 "usage": usage(outcome)}
         return FastJSONResponse(data, headers=energy_headers(outcome.record, outcome.queue_s, outcome.inference_s))
 
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
+    started: asyncio.Future[str | None] = loop.create_future()
 
     def on_text(text: str) -> None:  # from the inference thread
         loop.call_soon_threadsafe(pieces.put_nowait, text)
 
-    task = asyncio.ensure_future(run_observed(request.app, served, gen, on_text=on_text))
+    def on_start(request_id: str | None) -> None:  # from the inference thread: the input is accepted
+        loop.call_soon_threadsafe(lambda: started.done() or started.set_result(request_id))
+
+    task = asyncio.ensure_future(run_observed(request.app, served, gen, on_text=on_text, on_start=on_start))
     task.add_done_callback(lambda _: pieces.put_nowait(None))
+    # the status line waits until the model starts on the request: a refusal (429, 413, 422, 504 while queued)
+    # is then answered with its own status and problem JSON, as without streaming
+    await asyncio.wait((task, started), return_when=asyncio.FIRST_COMPLETED)
+    if not started.done():
+        request.state.counted = True  # run_observed counted it
+        with client_fields(names):
+            task.result()  # raises the refusal
+    request_id = started.result()
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
 
     def event(choices: list, **extra) -> str:
@@ -163,16 +286,22 @@ async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, i
         try:
             outcome = task.result()
         except Exception as exc:  # noqa: BLE001 - the status line is already sent: report in the stream
-            yield f"data: {json.dumps({'error': {'message': str(exc), 'type': type(exc).__name__}})}\n\n"
+            error = {"message": str(exc), "type": type(exc).__name__}
+            if isinstance(exc, Problem):
+                error.update(code=exc.status, **{k: v for k, v in exc.extra.items() if k in ("field", "limit")})
+            yield f"data: {json.dumps({'error': error})}\n\n"
             return
-        finish = "length" if outcome.tokens_out >= limit else "stop"
+        finish = outcome.body["results"][0]["finish_reason"]
         last = {"delta": {}} if chat else {"text": ""}
         yield event([{"index": 0, "finish_reason": finish, **last}])
         # the energy of a streamed response arrives in its final event: the final figure, if it comes in time
         yield event([], usage=usage(outcome, await _final_record(request.app, outcome)))
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    # the energy is known only at the end: it arrives in the final event, and under this id at
+    # /v1/requests/{id}/energy
+    headers = {"Cache-Control": "no-cache", **({"X-Request-Id": request_id} if request_id else {})}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
 async def _final_record(app, outcome, wait_s: float = 1.0):
@@ -187,16 +316,16 @@ async def _final_record(app, outcome, wait_s: float = 1.0):
         await asyncio.sleep(0.02)
 
 
-@router.post("/completions")
+@router.post("/completions", response_model=None, responses={200: {"model": CompletionsResponse}})
 async def completions(body: CompletionsBody, request: Request, include_energy: bool = False):
     served = _served_generator(request, body.model)
     if body.stream and len(body.prompt) > 1:
         raise Invalid("streaming takes one prompt", field="prompt", limit=1)
-    gen = _generation(body.prompt, body.max_tokens, body.temperature, body.top_p, body.seed)
+    gen = _generation(body, body.prompt, body.max_tokens, served)
     return await _respond(request, served, gen, chat=False, stream=body.stream, include_energy=include_energy)
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", response_model=None, responses={200: {"model": ChatCompletionsResponse}})
 async def chat_completions(body: ChatBody, request: Request, include_energy: bool = False):
     served = _served_generator(request, body.model)
     if served.runner is None:
@@ -204,5 +333,6 @@ async def chat_completions(body: ChatBody, request: Request, include_energy: boo
 
         raise NotReady(f"model {body.model!r} is {served.state}", model=body.model)
     prompt = _chat_prompt(served.runner.tokenizer, body.messages)
-    gen = _generation([prompt], body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.seed)
-    return await _respond(request, served, gen, chat=True, stream=body.stream, include_energy=include_energy)
+    gen = _generation(body, [prompt], body.max_completion_tokens or body.max_tokens, served)
+    return await _respond(request, served, gen, chat=True, stream=body.stream, include_energy=include_energy,
+                          max_tokens_field="max_completion_tokens" if body.max_completion_tokens else "max_tokens")

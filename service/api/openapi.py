@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -28,6 +28,12 @@ LOOKUP = (404, 413, 422, 500)
 PLAIN = (413, 500)
 
 
+class ValidationIssue(BaseModel):
+    field: str
+    message: str
+    limit: float | int | None = None
+
+
 class ProblemDetails(BaseModel):
     """RFC 9457 problem details, with the field at fault and its limit where there is one."""
 
@@ -38,15 +44,98 @@ class ProblemDetails(BaseModel):
     instance: str
     field: str | None = Field(None, description="the request field at fault")
     limit: float | int | None = Field(None, description="the limit it broke")
-    errors: list[dict[str, str]] | None = Field(None, description="every validation error")
+    errors: list[ValidationIssue] | None = Field(None, description="every validation error")
+
+
+class ComponentFigure(BaseModel):
+    energy_j: float = Field(description="under the record's accounting")
+    active_j: float
+    idle_j: float = Field(description="this request's share of the idle draw while it ran")
+    method: Literal["measured", "estimated", "mixed", "none"]
+
+
+class CarbonFigure(BaseModel):
+    intensity_g_per_kwh: float
+    pue: float
+    operational_g: float = Field(description="Carbon-Emissions-Scope-2")
+    embodied_g: float
+    sci_g: float = Field(description="operational + embodied: X-Carbon-gCO2e")
+
+
+class EnergyRecord(BaseModel):
+    """One request's energy: the source of its X-Energy-* headers, of usage.energy and of its Prometheus series."""
+
+    request_id: str
+    model: str
+    task: str
+    work_class: str
+    status: Literal["provisional", "final"]
+    accounting: Literal["loaded", "marginal"]
+    method: Literal["measured", "estimated", "mixed", "none"]
+    started_at_s: float
+    queue_s: float
+    duration_s: float
+    device_time_s: float
+    tokens_in: int
+    tokens_out: int
+    energy_j: float
+    active_j: float
+    idle_j: float
+    components: dict[str, ComponentFigure] = Field(description="by component: gpu, cpu, ram")
+    carbon: CarbonFigure | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    owned_by: str
+    task: str
+    state: Literal["loading", "ready", "failed"]
+    error: str | None
+    demo: bool = Field(description="random weights: outputs mean nothing")
+    device: str
+    source: str
+    max_input_tokens: int
+    truncate: bool
+    parameters: int | None
+    mask_token: str | None
+    generation: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class ModelState(BaseModel):
+    state: Literal["loading", "ready", "failed"]
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    ready: bool
+    models: dict[str, ModelState]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+# GET paths whose answer has a schema here
+RESPONSES: dict[str, type[BaseModel]] = {"/v1/models": ModelList, "/v1/models/{name}": ModelCard,
+                                         "/v1/requests/{request_id}/energy": EnergyRecord, "/readyz": Readiness,
+                                         "/healthz": Health}
 
 
 def install(app: FastAPI, model_tasks: dict[str, str],
-            patches: Callable[[], dict[str, dict[str, dict[str, Any]]]] = dict) -> None:
+            patches: Callable[[], dict[str, dict[str, dict[str, Any]]]] = dict,
+            body_patches: Callable[[], dict[str, dict[str, dict[str, Any]]]] = dict) -> None:
     """``model_tasks``: registry model name -> task. Each model gets its own documented infer path with exactly
     its task's request schema (the route itself is one template). ``patches()`` (asked once models are loaded:
     model -> field -> JSON Schema keywords) adds a model's own limits, such as its ``max_new_tokens`` maximum or
-    its mask token, to its copy of the schema."""
+    its mask token, to its copy of the schema. ``body_patches()`` (also asked once models are loaded: OpenAI body
+    component -> field -> JSON Schema keywords) does the same for the OpenAI routes, where one body serves several
+    models."""
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
@@ -54,10 +143,37 @@ def install(app: FastAPI, model_tasks: dict[str, str],
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
-        _, defs = models_json_schema([(ProblemDetails, "serialization")] +
-                                     [(t.request, "validation") for t in TASKS.values()],
+        _, defs = models_json_schema([(m, "serialization") for m in (ProblemDetails, *RESPONSES.values())] +
+                                     [(t.request, "validation") for t in TASKS.values()] +
+                                     [(t.response, "serialization") for t in TASKS.values()],
                                      ref_template="#/components/schemas/{model}")
         components.update(defs.get("$defs", {}))
+        energy = {"anyOf": [{"$ref": "#/components/schemas/EnergyRecord"}, {"type": "null"}]}
+        for name, component in components.items():  # usage.energy, wherever a body carries it
+            usage = component.get("properties", {}).get("usage")
+            if name in {t.response.__name__ for t in TASKS.values()} and usage is not None:
+                component["properties"]["usage"] = {"anyOf": [{"type": "object", "required": ["energy"],
+                                                               "properties": {"energy": energy}}, {"type": "null"}],
+                                                    "description": usage.get("description", "")}
+            elif name in ("OpenAIUsage", "CompletionUsage") and "energy" in component.get("properties", {}):
+                component["properties"]["energy"] = {**energy, "description":
+                                                     component["properties"]["energy"].get("description", "")}
+        for body, route in (("EmbeddingsBody", "embeddings"), ("CompletionsBody", "completions"),
+                            ("ChatBody", "completions")):  # the models that serve each OpenAI route
+            names = sorted(n for n, task in model_tasks.items() if TASKS[task].openai == route)
+            if names and body in components:
+                components[body]["properties"]["model"]["enum"] = names
+        for body, fields in body_patches().items():  # limits the served models share (see body_patches)
+            for field_name, keywords in fields.items():
+                prop = components[body]["properties"][field_name]
+                for option in prop.get("anyOf", [prop]):
+                    if option.get("type") == "integer":
+                        option.update(keywords)
+        qa = components["QuestionAnsweringRequest"]["properties"]["inputs"]  # one pair, or a list of them
+        qa_items = {k: v for k, v in qa.items() if k in ("type", "items", "minItems")}
+        for k in qa_items:
+            qa.pop(k)
+        qa["anyOf"] = [qa_items["items"], qa_items]
         problem_ref = {"$ref": "#/components/schemas/ProblemDetails"}
         for path, operations in schema["paths"].items():
             for op in operations.values():
@@ -72,12 +188,18 @@ def install(app: FastAPI, model_tasks: dict[str, str],
                         "description": ProblemDetails.__doc__.split(",")[0],
                         "content": {"application/problem+json": {"schema": problem_ref}}})
                 if path == "/readyz":
-                    op["responses"]["503"] = {"description": "no model is ready",
-                                              "content": {"application/json": {"schema": {"type": "object"}}}}
+                    op["responses"]["503"] = {"description": "no model is ready", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Readiness"}}}}
                 if path in ("/v1/completions", "/v1/chat/completions"):
-                    op["responses"]["200"]["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+                    op["responses"]["200"]["content"]["text/event-stream"] = {"schema": {  # each server-sent event
+                        "type": "object", "required": ["data"], "properties": {"data": {
+                            "type": "string", "description": "a JSON chunk (the last one with usage.energy), an "
+                                                             "error object, or [DONE]"}}}}
                 if path == "/metrics":
                     op["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+                if path in RESPONSES and "get" in operations:
+                    op["responses"]["200"]["content"] = {"application/json": {"schema": {
+                        "$ref": f"#/components/schemas/{RESPONSES[path].__name__}"}}}
         per_model = patches()
         template = schema["paths"].pop(INFER_PATH, {}).get("post")
         if template is not None:
@@ -99,6 +221,9 @@ def install(app: FastAPI, model_tasks: dict[str, str],
                     components[ref] = variant
                 op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
                     "$ref": f"#/components/schemas/{ref}"}}}}
+                op["responses"]["200"] = {"description": f"{task}: the answer, with the X-Energy-* headers",
+                                          "content": {"application/json": {"schema": {
+                                              "$ref": f"#/components/schemas/{TASKS[task].response.__name__}"}}}}
                 schema["paths"][f"/v1/models/{name}/infer"] = {"post": op}
         app.openapi_schema = schema
         return schema
