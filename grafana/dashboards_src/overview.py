@@ -30,7 +30,7 @@ DATASOURCE = DataSourceRef(type_val="prometheus", uid="wattserve-prometheus")
 UID = "wattserve-overview"
 
 INSTANCE = 'instance=~"$instance"'
-MODEL_TASK = 'model=~"$model", task=~"$task", instance=~"$instance"'  # every per-model panel follows the instance picker
+MODEL_TASK = 'model=~"$model", task=~"$task", instance=~"$instance"'  # per-model panels follow the instance picker
 RATE = "[$__rate_interval]"
 RANGE = "[$__range]"  # the dashboard's whole time range: the table and the totals
 J_PER_KWH = "3.6e6"  # joules in a kilowatt hour
