@@ -36,21 +36,28 @@ from service.registry import load_registry  # noqa: E402
 from service.tasks import TASKS  # noqa: E402
 
 
-def build(registry: str, kind: str = "bare"):
+def _loaded(registry: str):
+    """The registry's first model: its task and its runner, as the service loads them."""
     spec = load_registry(Path(registry)).models[0]
     task = TASKS[spec.task]
-    runner = task.load(spec, spec.device)
+    return task, task.load(spec, spec.device)
+
+
+def _answer(runner, request) -> tuple[bytes, bytes]:
+    """Tokenize and infer (what wattserve's device thread does): the answer's JSON and its Server-Timing value."""
+    started = time.perf_counter()
+    out, _ = runner.run(runner.prepare(request))
+    return orjson.dumps(out), f"inference;dur={(time.perf_counter() - started) * 1e3:.3f}".encode()
+
+
+def build(registry: str, kind: str = "bare"):
+    task, runner = _loaded(registry)
     executor = ThreadPoolExecutor(1)  # one inference at a time, off the event loop: as wattserve runs it
 
-    def job(request):
-        started = time.perf_counter()
-        body, _ = runner.run(runner.prepare(request))
-        return body, time.perf_counter() - started
-
     async def infer(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-        request = task.request.model_validate(json.loads(raw))
-        out, inference_s = await asyncio.get_running_loop().run_in_executor(executor, job, request)
-        return orjson.dumps(out), [(b"server-timing", f"inference;dur={inference_s * 1e3:.3f}".encode())]
+        request = task.request.model_validate(json.loads(raw))  # on the event loop, as wattserve validates
+        body, timing = await asyncio.get_running_loop().run_in_executor(executor, _answer, runner, request)
+        return body, [(b"server-timing", timing)]
 
     if kind == "fastapi":
         fastapi_app = FastAPI()
@@ -91,9 +98,7 @@ def build(registry: str, kind: str = "bare"):
 def serve_socket(registry: str, port: int, stop: threading.Event | None = None) -> None:
     """The ``socket`` floor: one thread per connection, blocking reads and writes, the model run in place. Serves
     until ``stop`` is set (checked a few times a second), or forever."""
-    spec = load_registry(Path(registry)).models[0]
-    task = TASKS[spec.task]
-    runner = task.load(spec, spec.device)
+    task, runner = _loaded(registry)
 
     def connection(conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -115,11 +120,8 @@ def serve_socket(registry: str, port: int, stop: threading.Event | None = None) 
                 headers = b""
                 body = b'{"status": "ok"}'
                 if lines[0].startswith(b"POST"):
-                    started = time.perf_counter()
-                    out, _ = runner.run(runner.prepare(task.request.model_validate(json.loads(raw))))
-                    inference_s = time.perf_counter() - started
-                    body = orjson.dumps(out)
-                    headers = f"server-timing: inference;dur={inference_s * 1e3:.3f}\r\n".encode()
+                    body, timing = _answer(runner, task.request.model_validate(json.loads(raw)))
+                    headers = b"server-timing: " + timing + b"\r\n"
                 conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
                              + str(len(body)).encode() + b"\r\n" + headers + b"\r\n" + body)
 

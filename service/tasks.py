@@ -12,27 +12,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from service.problems import Invalid, TooLarge
 
 if TYPE_CHECKING:
     from service.registry import ModelSpec
 
-# one text or a non-empty list; a lone string is wrapped, so errors name "inputs" rather than a union branch
+class _OneOrMany:
+    """Annotated marker of a list field that also takes one item (wrapped into a list before validation, so errors
+    name the field rather than a union branch): documented as that item or a non-empty array of them."""
+
+    def __get_pydantic_json_schema__(self, core_schema, handler) -> dict[str, Any]:
+        array = handler(core_schema)
+        return {"anyOf": [array["items"], array]}
+
+
+def one_or_many(item: Any, single: type, **limits: Any) -> Any:
+    """A non-empty list of ``item`` that also takes one ``single`` value (a str, a dict) on its own."""
+    return Annotated[list[item], BeforeValidator(lambda v: [v] if isinstance(v, single) else v),
+                     Field(min_length=1, **limits), _OneOrMany()]
+
+
 Text = Annotated[str, Field(min_length=1)]
-Texts = Annotated[
-    list[Text], BeforeValidator(lambda v: [v] if isinstance(v, str) else v), Field(min_length=1),
-    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1},
-                              {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}]}),
-]
+Texts = one_or_many(Text, str)  # one text or a non-empty list
 MASKED = r"(\[MASK\]|<mask>)"
-MaskedTexts = Annotated[
-    list[Annotated[str, Field(pattern=MASKED)]], BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
-    Field(min_length=1),
-    WithJsonSchema({"anyOf": [{"type": "string", "pattern": MASKED},
-                              {"type": "array", "items": {"type": "string", "pattern": MASKED}, "minItems": 1}]}),
-]
+MaskedTexts = one_or_many(Annotated[str, Field(pattern=MASKED)], str)
 
 
 class _NotANumber:
@@ -51,14 +56,7 @@ def _json_number(value: Any, integer: bool) -> Any:
     return value
 
 
-StopSequences = Annotated[
-    list[Annotated[str, Field(min_length=1, max_length=256)]],
-    BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
-    Field(min_length=1, max_length=4),
-    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": 256},
-                              {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256},
-                               "minItems": 1, "maxItems": 4}]}),
-]
+StopSequences = one_or_many(Annotated[str, Field(min_length=1, max_length=256)], str, max_length=4)
 JsonInt = int  # the checks live in JsonModel: a wrapped type would hide its limits from the JSON Schema
 JsonFloat = float
 STRICT = ConfigDict(extra="forbid")
@@ -125,8 +123,7 @@ class QuestionContext(JsonModel):
 
 class QuestionAnsweringRequest(JsonModel):
     model_config = STRICT
-    inputs: Annotated[list[QuestionContext], BeforeValidator(lambda v: [v] if isinstance(v, dict) else v),
-                      Field(min_length=1)] = Field(description="{question, context} or a non-empty list of them")
+    inputs: one_or_many(QuestionContext, dict) = Field(description="{question, context} or a non-empty list of them")
     max_answer_tokens: JsonInt = Field(30, ge=1, le=512)
 
 
@@ -174,20 +171,21 @@ class TokenClassificationResponse(TaskResponse):
     results: list[list[Entity]] = Field(description="per input: its entities, words aggregated")
 
 
-class Generated(BaseModel):
-    generated_text: str
+class _NewText(BaseModel):
     tokens: int = Field(description="new tokens generated")
     finish_reason: Literal["stop", "length"]
+
+
+class Generated(_NewText):
+    generated_text: str
 
 
 class GenerationResponse(TaskResponse):
     results: list[Generated] = Field(description="one per prompt")
 
 
-class Summary(BaseModel):
+class Summary(_NewText):
     summary_text: str
-    tokens: int = Field(description="new tokens generated")
-    finish_reason: Literal["stop", "length"]
 
 
 class SummarizationResponse(TaskResponse):
@@ -246,22 +244,15 @@ class Runner:
         self.model = self._load_model(common)
         self.model.to(device).eval()
         self.parameters = sum(p.numel() for p in self.model.parameters())  # model size, for reports
-        self.max_input_tokens = self._token_limit()
-
-    def _token_limit(self) -> int:
-        """The registry's ``max_input_tokens``, lowered to what the model can take: its position table and its
-        tokenizer's own maximum (a registry that asks for more would otherwise crash inside the model)."""
-        limits = [self.spec.max_input_tokens]
         config = self.model.config
         positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        if isinstance(positions, int) and positions > 0:
-            self.positions = positions
-            limits.append(positions)
-        if 0 < getattr(self.tokenizer, "model_max_length", 0) < 1_000_000:  # a huge sentinel means "unknown"
-            limits.append(int(self.tokenizer.model_max_length))
-        return min(limits)
-
-    positions: int | None = None  # the model's position table (None: relative positions, no fixed table)
+        # the model's position table (None: relative positions, no fixed table)
+        self.positions: int | None = positions if isinstance(positions, int) and positions > 0 else None
+        # the registry's max_input_tokens, lowered to what the model can take: its position table and its
+        # tokenizer's own maximum (a registry that asks for more would otherwise crash inside the model)
+        tokenizer_most = getattr(self.tokenizer, "model_max_length", 0)  # a huge sentinel means "unknown"
+        self.max_input_tokens = min([self.spec.max_input_tokens, *([self.positions] if self.positions else []),
+                                     *([int(tokenizer_most)] if 0 < tokenizer_most < 1_000_000 else [])])
 
     auto_class = "AutoModel"  # the transformers Auto class that loads this task's model
 
@@ -305,6 +296,11 @@ class EmbeddingRunner(Runner):
     """Sentence embeddings: mean pooling over tokens, optionally L2-normalised (as sentence-transformers)."""
 
     auto_class = "AutoModel"
+
+    @property
+    def dimensions(self) -> int:
+        """The size of this model's embeddings."""
+        return self.model.config.hidden_size
 
     def run(self, prepared: Prepared) -> tuple[dict[str, Any], int]:
         import torch
@@ -434,19 +430,13 @@ class GenerationRunner(Runner):
 
             kwargs["stopping_criteria"] = StoppingCriteriaList([_StopOnText(self.tokenizer, list(req.stop))])
 
-    @staticmethod
-    def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
-        """``text`` up to the first stop sequence in it, and whether there was one."""
-        at = min((i for i in (text.find(x) for x in stop or ()) if i >= 0), default=-1)
-        return (text[:at], True) if at >= 0 else (text, False)
-
     def _results(self, texts: list[str], lengths: list[int], key: str, stop: list[str] | None,
                  wanted: int) -> list[dict]:
         """Per text: the text cut at a stop sequence, its token count, and why it ended (OpenAI's finish_reason:
         ``length`` when it ran out of new tokens, else ``stop``)."""
         out = []
         for text, n in zip(texts, lengths, strict=True):
-            text, stopped = self.cut_at_stop(text, stop)
+            text, stopped = cut_at_stop(text, stop)
             out.append({key: text, "tokens": n, "finish_reason": "stop" if stopped or n < wanted else "length"})
         return out
 
@@ -512,7 +502,7 @@ class QuestionAnsweringRunner(Runner):
         lengths = [len(ids) for ids in self.tokenizer(questions, contexts, truncation=False)["input_ids"]]
         self._check_lengths(lengths)
         if max(lengths) > limit:  # truncation cuts the context only: the question, with one context token, must fit
-            room = limit - (len(self.tokenizer("x", "x")["input_ids"]) - 2)  # less the special tokens of a pair
+            room = limit - self.tokenizer.num_special_tokens_to_add(pair=True)
             long = [i for i, ids in enumerate(self.tokenizer(questions, add_special_tokens=False)["input_ids"])
                     if len(ids) + 1 > room]
             if long:
@@ -552,6 +542,12 @@ def _generate(model, enc: dict, kwargs: dict):
         if "probability tensor" in str(exc):  # sampling settings that turn the distribution into nan/inf
             raise Invalid(f"these sampling settings give invalid probabilities: {exc}", field="temperature") from None
         raise
+
+
+def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    """``text`` up to the first stop sequence in it, and whether there was one."""
+    at = min((i for i in (text.find(x) for x in stop or ()) if i >= 0), default=-1)
+    return (text[:at], True) if at >= 0 else (text, False)
 
 
 class _StopOnText:
@@ -599,7 +595,7 @@ class _TextStreamer:
         yet grow into one."""
         if self.stopped:
             return
-        text, self.stopped = GenerationRunner.cut_at_stop(text, self.stop)
+        text, self.stopped = cut_at_stop(text, self.stop)
         safe = len(text)
         if not (final or self.stopped):
             for x in self.stop:  # the longest tail of the text that begins a stop sequence is held back

@@ -302,7 +302,7 @@ def openai_schema_patches(runtime: Runtime) -> dict[str, dict[str, dict[str, Any
     """The OpenAI bodies' limits that every model behind the route shares: the embedding size (the only
     ``dimensions`` accepted) and the most new tokens. Models that differ leave the limit undocumented."""
     served = [m for m in runtime.models.values() if m.runner is not None]
-    sizes = {m.runner.model.config.hidden_size for m in served if m.task.openai == "embeddings"}
+    sizes = {m.runner.dimensions for m in served if m.task.openai == "embeddings"}
     most = {m.spec.max_new_tokens_limit for m in served if m.task.openai == "completions"}
     out: dict[str, dict[str, dict[str, Any]]] = {}
     if len(sizes) == 1:
@@ -373,16 +373,12 @@ async def read_json(request: Request) -> Any:
 _LIMITS = ("le", "ge", "lt", "gt", "max_length", "min_length")  # pydantic's error context: the limit broken
 
 
-def invalid_from(errors: list[dict], rename: dict[str, str] | None = None) -> Invalid:
-    """422 from validation errors, naming the first one's field and, where it has one, its limit. ``rename``
-    maps internal field names to the ones the client sent."""
-    rename = rename or {}
+def invalid_from(errors: list[dict]) -> Invalid:
+    """422 from validation errors, naming the first one's field and, where it has one, its limit."""
     items = []
     for e in errors:
-        path = [str(p) for p in e.get("loc", ()) if p != "body"]
-        if path:
-            path[0] = rename.get(path[0], path[0])
-        item: dict[str, Any] = {"field": ".".join(path), "message": e.get("msg", "")}
+        item: dict[str, Any] = {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                                "message": e.get("msg", "")}
         ctx = e.get("ctx") or {}
         limit = next((ctx[k] for k in _LIMITS if isinstance(ctx.get(k), int | float)), None)
         if limit is not None:

@@ -9,6 +9,8 @@ import json
 import struct
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -107,8 +109,7 @@ async def embeddings(body: EmbeddingsBody, request: Request, include_energy: boo
     served = find_model(app.state.runtime, body.model, request)
     if served.task.openai != "embeddings":
         raise TaskMismatch(f"model {body.model!r} serves {served.spec.task}, not embeddings", field="model")
-    size = getattr(getattr(served.runner, "model", None), "config", None)
-    size = getattr(size, "hidden_size", None)
+    size = served.runner.dimensions if served.runner is not None else None
     if body.dimensions is not None and size is not None and body.dimensions != size:  # refused before it runs
         raise Invalid(f"this model's embeddings have {size} dimensions; dimensions must be omitted or {size}",
                       field="dimensions", limit=size)
@@ -171,36 +172,31 @@ class ChatBody(_GenerationBody):
     max_completion_tokens: JsonInt | None = Field(None, ge=1)
 
 
-def _generation(body: _GenerationBody, prompts: list[str], max_tokens: int | None, served=None):
+def _generation(body: _GenerationBody, prompts: list[str], max_tokens: int | None, served):
     from service.tasks import GenerationRequest
 
     refuse_unsupported(body)
-    if served is not None:  # each token limit the client sent is checked, the one that is used or not
-        most = served.spec.max_new_tokens_limit
-        for name in ("max_tokens", "max_completion_tokens"):
-            value = getattr(body, name, None)
-            if value is not None and value > most:
-                raise Invalid(f"{name} {value} is over this model's limit {most}", field=name, limit=most)
+    most = served.spec.max_new_tokens_limit  # each token limit the client sent is checked, used or not
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = getattr(body, name, None)
+        if value is not None and value > most:
+            raise Invalid(f"{name} {value} is over this model's limit {most}", field=name, limit=most)
     sample = body.temperature >= GREEDY_BELOW
     return GenerationRequest(inputs=prompts, max_new_tokens=max_tokens, do_sample=sample,
                              temperature=body.temperature if sample else 1.0, top_p=body.top_p, seed=body.seed,
                              stop=body.stop)
 
 
-class client_fields:  # noqa: N801 - used as a context manager, read like a function
+@contextmanager
+def client_fields(names: dict[str, str]) -> Iterator[None]:
     """Problems raised inside name the field as this route's client sent it (``prompt``, not ``inputs``)."""
-
-    def __init__(self, names: dict[str, str]) -> None:
-        self.names = names
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> None:
-        if isinstance(exc, Problem) and isinstance(field := exc.extra.get("field"), str):
-            head, dot, rest = field.partition(".")
-            if head in self.names:
-                exc.extra["field"] = self.names[head] + dot + rest
+    try:
+        yield
+    except Problem as exc:
+        head, dot, rest = str(exc.extra.get("field", "")).partition(".")
+        if head in names:
+            exc.extra["field"] = names[head] + dot + rest
+        raise
 
 
 def _chat_prompt(tokenizer, messages: list[ChatMessage]) -> str:
@@ -220,8 +216,7 @@ def _served_generator(request: Request, name: str):
     return served
 
 
-async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, include_energy: bool,
-                   max_tokens_field: str = "max_tokens"):
+async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, include_energy: bool):
     from service.api.app import run_observed
 
     kind = "chat.completion" if chat else "text_completion"
@@ -235,9 +230,8 @@ async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, i
             u["energy"] = energy_usage(record or outcome.record)
         return u
 
-    names = {"inputs": "messages" if chat else "prompt",
-             "max_new_tokens": "max_completion_tokens" if chat and max_tokens_field == "max_completion_tokens"
-             else "max_tokens"}
+    # a token limit the client sent was checked under its own name (_generation); only the model's default is left
+    names = {"inputs": "messages" if chat else "prompt", "max_new_tokens": "max_tokens"}
     if not stream:
         with client_fields(names):
             outcome = await run_observed(request.app, served, gen, request=request)
@@ -334,5 +328,4 @@ async def chat_completions(body: ChatBody, request: Request, include_energy: boo
         raise NotReady(f"model {body.model!r} is {served.state}", model=body.model)
     prompt = _chat_prompt(served.runner.tokenizer, body.messages)
     gen = _generation(body, [prompt], body.max_completion_tokens or body.max_tokens, served)
-    return await _respond(request, served, gen, chat=True, stream=body.stream, include_energy=include_energy,
-                          max_tokens_field="max_completion_tokens" if body.max_completion_tokens else "max_tokens")
+    return await _respond(request, served, gen, chat=True, stream=body.stream, include_energy=include_energy)

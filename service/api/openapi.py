@@ -148,16 +148,15 @@ def install(app: FastAPI, model_tasks: dict[str, str],
                                      [(t.response, "serialization") for t in TASKS.values()],
                                      ref_template="#/components/schemas/{model}")
         components.update(defs.get("$defs", {}))
+        # usage.energy, wherever a body carries it, is the energy record (the task and OpenAI schemas, a layer
+        # below, type it as an object)
         energy = {"anyOf": [{"$ref": "#/components/schemas/EnergyRecord"}, {"type": "null"}]}
-        for name, component in components.items():  # usage.energy, wherever a body carries it
-            usage = component.get("properties", {}).get("usage")
-            if name in {t.response.__name__ for t in TASKS.values()} and usage is not None:
-                component["properties"]["usage"] = {"anyOf": [{"type": "object", "required": ["energy"],
-                                                               "properties": {"energy": energy}}, {"type": "null"}],
-                                                    "description": usage.get("description", "")}
-            elif name in ("OpenAIUsage", "CompletionUsage") and "energy" in component.get("properties", {}):
-                component["properties"]["energy"] = {**energy, "description":
-                                                     component["properties"]["energy"].get("description", "")}
+        for response in {t.response.__name__ for t in TASKS.values()}:
+            usage = components[response]["properties"]["usage"]
+            usage["anyOf"] = [{"type": "object", "required": ["energy"], "properties": {"energy": energy}},
+                              {"type": "null"}]
+        for usage in ("OpenAIUsage", "CompletionUsage"):
+            components[usage]["properties"]["energy"].update(energy)
         for body, route in (("EmbeddingsBody", "embeddings"), ("CompletionsBody", "completions"),
                             ("ChatBody", "completions")):  # the models that serve each OpenAI route
             names = sorted(n for n, task in model_tasks.items() if TASKS[task].openai == route)
@@ -165,15 +164,7 @@ def install(app: FastAPI, model_tasks: dict[str, str],
                 components[body]["properties"]["model"]["enum"] = names
         for body, fields in body_patches().items():  # limits the served models share (see body_patches)
             for field_name, keywords in fields.items():
-                prop = components[body]["properties"][field_name]
-                for option in prop.get("anyOf", [prop]):
-                    if option.get("type") == "integer":
-                        option.update(keywords)
-        qa = components["QuestionAnsweringRequest"]["properties"]["inputs"]  # one pair, or a list of them
-        qa_items = {k: v for k, v in qa.items() if k in ("type", "items", "minItems")}
-        for k in qa_items:
-            qa.pop(k)
-        qa["anyOf"] = [qa_items["items"], qa_items]
+                _narrow(components[body]["properties"][field_name], keywords)
         problem_ref = {"$ref": "#/components/schemas/ProblemDetails"}
         for path, operations in schema["paths"].items():
             for op in operations.values():
@@ -212,11 +203,7 @@ def install(app: FastAPI, model_tasks: dict[str, str],
                 if per_model.get(name):
                     variant = copy.deepcopy(components[ref])
                     for field_name, keywords in per_model[name].items():
-                        prop = variant["properties"][field_name]
-                        for option in prop.get("anyOf", [prop]):
-                            target = option.get("items", option) if option.get("type") == "array" else option
-                            if target.get("type") in ("integer", "string"):
-                                target.update(keywords)
+                        _narrow(variant["properties"][field_name], keywords)
                     ref = f"{ref}_{op['operationId']}"
                     components[ref] = variant
                 op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
@@ -229,3 +216,12 @@ def install(app: FastAPI, model_tasks: dict[str, str],
         return schema
 
     app.openapi = openapi
+
+
+def _narrow(prop: dict[str, Any], keywords: dict[str, Any]) -> None:
+    """Add JSON Schema keywords (a model's own limits) to a property's integer or string schema, in each of its
+    ``anyOf`` options and, for an array, in its items."""
+    for option in prop.get("anyOf", [prop]):
+        target = option.get("items", option) if option.get("type") == "array" else option
+        if target.get("type") in ("integer", "string"):
+            target.update(keywords)
