@@ -197,6 +197,9 @@ class PowerModel:
         return {"idle_w": self._idle_w, **self._active_w}
 
 
+ANY_CLASS = "*"  # the one work class of a device split by time (DeviceInfo.by_class False)
+
+
 class Share(NamedTuple):
     """One request's energy on one device, joules; ``occupancy_s`` is its fair share of device time.
     (A NamedTuple: one is built per request and device on the sampler thread.)"""
@@ -374,6 +377,9 @@ class Attributor:
         self._on_final = on_final
         self._stale_after_s = stale_after_s
         self._time_share = time_share
+        # devices whose active energy is split by time (DeviceInfo.by_class): their power model learns one class of
+        # all requests, whose power is then the active watts of any request
+        self._by_time = frozenset(d.id for d in self.devices.values() if not d.by_class)
         self._lock = threading.Lock()
         self._version = 0  # even when no split is under way (a sequence lock for provisional figures)
         # the power model learns only from intervals that start at or after this instant (metering clock). The service
@@ -441,7 +447,7 @@ class Attributor:
         if tail_s <= 0:
             return share
         idle_w, known_w, mean_w = self.models[dev].fitted()  # no forced re-fit: this is on the request path
-        active_w = known_w.get(req.resolved_class(), mean_w)
+        active_w = known_w.get(ANY_CLASS if dev in self._by_time else req.resolved_class(), mean_w)
         if active_w is None:  # cold start: the device's recent draw above idle
             active_w = max(0.0, tot.last_power_w - idle_w)
         idle_w /= concurrency
@@ -492,10 +498,12 @@ class Attributor:
         tot.last_power_w = energy_j / dt
         model = self.models[dev]
         overlaps = [o for o in all_overlaps if dev in o[0].devices]
+        by_time = dev in self._by_time
         if not degraded and e0[0] >= self.learn_after_s:
             tau: dict[str, float] = {}
             for req, ov, _ in overlaps:
-                tau[req.work_class] = tau.get(req.work_class, 0.0) + ov
+                wc = ANY_CLASS if by_time else req.work_class
+                tau[wc] = tau.get(wc, 0.0) + ov
             model.update(dt, tau, energy_j, quiet=not overlaps)
         if not overlaps:
             tot.unattributed_idle_j += energy_j
@@ -504,7 +512,7 @@ class Attributor:
         idle_w, active_w, mean_w = model.fitted()
         idle_j = min(energy_j, idle_w * dt)
         pool_j = energy_j - idle_j
-        if self._time_share:
+        if self._time_share or by_time:
             weights = [ov for _, ov, _ in overlaps]
         else:
             weights = [ov * (active_w.get(req.work_class, mean_w) or 0.0) for req, ov, _ in overlaps]

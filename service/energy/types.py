@@ -54,6 +54,9 @@ class DeviceInfo:
     read it: a fraction of the tick, so the moment a tick happened is known to within that period.
     ``constant_w`` is set when the device's draw is known not to depend on what runs (an estimate such as
     CodeCarbon's RAM model): its energy is then all baseline, and nothing is learned for it.
+    ``by_class`` says that requests of different work classes may draw differently on the device, so its active
+    energy is split by each class's learned power. False splits it by time alone: for an estimate from CPU time,
+    every class draws W per thread x threads busy, and learned differences between classes would be noise.
     """
 
     id: str
@@ -63,6 +66,7 @@ class DeviceInfo:
     tick_s: float
     sample_period_s: float
     constant_w: float | None = None
+    by_class: bool = True
 
 
 class MeterError(RuntimeError):

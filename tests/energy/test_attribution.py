@@ -193,3 +193,45 @@ def test_energy_spent_while_learning_is_paused_does_not_become_the_idle_draw(lea
         assert finals["r"].active_j == 0.0  # the loading was learnt as idle: the request looks free
     else:
         assert finals["r"].active_j == pytest.approx(2.5, rel=0.05)
+
+
+@pytest.mark.parametrize("by_class", [True, False])
+def test_a_device_split_by_time_gives_equal_work_equal_energy(by_class):
+    """The CPU-time estimate (DeviceInfo.by_class False): every class draws W per thread x threads busy, so learned
+    differences between classes are noise. As a server sees them after start: 40 classes (models x token buckets)
+    with a few requests each, all drawing 8 W, and in every interval a random burst of work outside any request
+    (HTTP handling). The learned split makes equal work cost several times more in one class than in another; the
+    time split keeps every class near 8 W plus its share of the bursts, and a new request's provisional figure
+    uses the one learnt power."""
+    import random
+
+    rng = random.Random(0)
+    dev = DeviceInfo("cpu", Component.CPU, Method.ESTIMATED, "test", tick_s=0.0, sample_period_s=0.25,
+                     by_class=by_class)
+    finals = {}
+    attr = Attributor([dev], lambda r, shares: finals.__setitem__(r.request_id, shares["cpu"]))
+    t = 0.0
+    attr.on_interval("cpu", (t, t), (t + 1.0, t + 1.0), 0.0, False)  # a quiet second: no idle draw
+    t += 1.0
+    for i in range(60):  # 250 ms intervals, each with five 40 ms requests of random classes
+        for k in range(5):
+            cls = f"c{rng.randrange(40)}"
+            req = Request(f"{cls}/{i}/{k}", cls, attr.all_devices, t + 0.01 + 0.045 * k)
+            attr.begin(req)
+            attr.end(req, req.start_s + 0.04)
+        attr.on_interval("cpu", (t, t), (t + 0.25, t + 0.25), 8.0 * 0.2 + rng.uniform(0.0, 0.4), False)
+        t += 0.25
+    per_class: dict[str, list[float]] = {}
+    for request_id, share in finals.items():
+        per_class.setdefault(request_id.split("/")[0], []).append(share.active_j / 0.04)
+    means = [sum(w) / len(w) for w in per_class.values()]
+    if by_class:
+        assert max(means) / min(means) > 2  # measured: 2.96 to 13.29 W for the same 8 W of work
+    else:
+        assert 8.0 < min(means) and max(means) < 10.0  # 8 W plus a share of the bursts (<= 2 W per request-second)
+        req = Request("c", "new-class", attr.all_devices, t)
+        attr.begin(req)
+        attr.end(req, t + 0.02)
+        learnt_w = attr.models["cpu"].active_w("*")
+        assert 8.0 < learnt_w < 10.0
+        assert attr.provisional(req)["cpu"].active_j == pytest.approx(0.02 * learnt_w, rel=1e-6)

@@ -91,7 +91,7 @@ class CpuTimeEstimateMeter(Meter):
         if self.cpu is not None:
             devices.append(DeviceInfo(id="cpu", component=Component.CPU, method=Method.ESTIMATED,
                        name=f"{self.cpu.cpu_model} ({self.cpu.watts_per_thread:.2f} W/thread, {self.cpu.source})",
-                       tick_s=0.0, sample_period_s=SAMPLE_PERIOD_S))
+                       tick_s=0.0, sample_period_s=SAMPLE_PERIOD_S, by_class=False))
         if self.ram is not None:
             devices.append(DeviceInfo(id="ram", component=Component.RAM, method=Method.ESTIMATED,
                        name=f"{self.ram.memory_gb:.1f} GB ({self.ram.power_w:.1f} W, codecarbon RAM model)",
