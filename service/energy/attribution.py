@@ -197,6 +197,14 @@ class PowerModel:
         return {"idle_w": self._idle_w, **self._active_w}
 
 
+# a live provisional figure weighs the learnt power as this many seconds of the tail: a short tail (a request
+# right after a sampler read) is dominated by lumps such as the sampler's own work; a long one by what it measured.
+# 0.1 s was best of 0-1 s in a simulated server timeline (provisional/final mean error 1.3 % against 2.6 % with no
+# prior and 1.8 % from the model alone)
+PROVISIONAL_PRIOR_S = 0.1
+# a live provisional figure shares the tail with every open request; past this many (short requests at a high
+# rate, ~0.3 us each) the power model's estimate of the tail is as good and cheaper
+LIVE_SCAN_MAX = 32
 ANY_CLASS = "*"  # the one work class of a device split by time (DeviceInfo.by_class False)
 
 
@@ -353,6 +361,12 @@ def _sweep_events(spans: list[tuple[Request, float, float]], e0: Edge, e1: Edge)
     return [(req, ov, occ) for (req, _, _), ov, occ in zip(spans, overlap, occupancy, strict=True) if ov > 0], busy
 
 
+def _overlap(req: Request, t0: float, t1: float) -> float:
+    """Seconds of [t0, t1] during which ``req`` ran (one still running runs to t1)."""
+    end_s = t1 if req.end_s is None else min(req.end_s, t1)
+    return max(0.0, end_s - max(req.start_s, t0))
+
+
 class Attributor:
     """Per-request energy on every device, from sampled intervals. Thread-safe.
 
@@ -387,8 +401,11 @@ class Attributor:
         # request's and not the idle draw either. Intervals are split and counted all the same
         self.learn_after_s = float("-inf")
         self._open: dict[Request, None] = {}  # keyed by the object itself: identity hash, no id string to hash
+        # device -> its counter now, counted from the intervals' origin (Sampler.live_readers): for provisional
+        # figures of devices whose meter is cheap to read from any thread
+        self.live: dict[str, Callable[[], float | None]] = {}
 
-    # -- request path: O(1), no lock, no meter reads -------------------------------------------------------
+    # -- request path: no lock; no meter reads but a live meter's, for a provisional figure -----------------------
     def begin(self, req: Request, check_id: bool = True) -> None:
         """Start attributing ``req``. ``check_id=False`` skips the scan for an open request with the same id (for
         callers whose ids are unique by construction, such as the metering facade's generated ones)."""
@@ -415,9 +432,12 @@ class Attributor:
             return self._provisional_shares(req)
 
     def _provisional_shares(self, req: Request) -> dict[str, Share]:
-        running = sum(1 for r in list(self._open) if r.end_s is None)
+        open_requests = list(self._open)
+        running = sum(1 for r in open_requests if r.end_s is None)
         concurrency = max(1, running + (1 if req.end_s is not None else 0))
-        return {d: self._provisional(req, d, concurrency) for d in req.devices}
+        live = self.live if len(open_requests) <= LIVE_SCAN_MAX else {}
+        return {d: self._provisional(req, d, concurrency) if d not in live
+                else self._provisional_live(req, d, live[d], open_requests, concurrency) for d in req.devices}
 
     def get_open(self, request_id: str) -> Request | None:
         """The open request with this id (a scan: for lookups, not for the request path)."""
@@ -436,6 +456,50 @@ class Attributor:
                 tot.attributed_idle_j -= idle
                 tot.unattributed_idle_j += active + idle
             req.acc = None
+
+    def _provisional_live(self, req: Request, dev: str, read: Callable[[], float | None],
+                          open_requests: list[Request], concurrency: int) -> Share:
+        """The tail since the device's last closing edge read off its live counter (:attr:`Meter.live`): measured as
+        the final figure will be, and split as the sampler will split it. Above the fitted idle draw it is shared by
+        the requests' time in the tail (devices split by time), or by their classes' learnt power; the idle draw by
+        time, concurrent requests sharing it."""
+        tot = self.totals[dev]
+        edge = tot.last_edge
+        energy_j = read() if edge is not None else None
+        if energy_j is None:
+            return self._provisional(req, dev, concurrency)
+        measured_j = tot.measured_j  # read after the counter: the sequence lock rejects a split that came between
+        now = self._now()
+        t0 = 0.5 * (edge[0] + edge[1])
+        dt = now - t0
+        mine = _overlap(req, t0, now)
+        share = req.share(dev)
+        if dt <= 0 or mine <= 0:
+            return share
+        tail_j = max(0.0, energy_j - measured_j)
+        idle_w, known_w, mean_w = self.models[dev].fitted()
+        idle_j = min(tail_j, idle_w * dt)
+        by_time = dev in self._by_time or self._time_share
+
+        def power_w(r: Request) -> float | None:
+            return known_w.get(ANY_CLASS if by_time else r.resolved_class(), mean_w)
+
+        # each request's expected active joules in the tail (its time x its class's power); all by time alone when
+        # no power is learnt yet
+        others = [(r, _overlap(r, t0, now)) for r in open_requests if r is not req and dev in r.devices]
+        mine_p = power_w(req)
+        if mine_p is None or any(power_w(r) is None for r, _ in others):
+            mine_w, total_w, prior_j = mine, mine + sum(ov for _, ov in others), 0.0
+        else:
+            mine_w = mine * mine_p
+            total_w = mine_w + sum(ov * (power_w(r) or 0.0) for r, ov in others)
+            prior_j = PROVISIONAL_PRIOR_S * (mean_w or mine_p)
+        if total_w <= 0:
+            return share
+        occupancy_s = mine / concurrency
+        return Share(share.active_j + mine_w * (tail_j - idle_j + prior_j) / (total_w + prior_j),
+                     share.idle_j + idle_j * occupancy_s / dt, share.occupancy_s + occupancy_s, share.estimated_j,
+                     share.degraded)
 
     def _provisional(self, req: Request, dev: str, concurrency: int) -> Share:
         tot = self.totals[dev]

@@ -88,6 +88,7 @@ class Metering:
         self.attributor = Attributor(devices, self._finalise, stale_after_s=stale_after_s, time_share=time_share,
                                      clock=clock)
         self.sampler = Sampler(self.meters, self.attributor.on_intervals, clock=clock, on_tick=self._on_tick)
+        self.attributor.live = self.sampler.live_readers()
         self.devices: dict[str, DeviceInfo] = {d.id: d for d in devices}
         self._device_ids = tuple(self.devices)
         self._device_sets: dict[tuple[str, ...], tuple[tuple[str, ...], frozenset[str]]] = {}

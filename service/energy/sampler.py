@@ -42,6 +42,7 @@ class _MeterState:
     next_due_s: float = 0.0
     last_read: Edge | None = None  # when the last good read started and ended
     values: list[float] | None = None  # counter values at the last good read
+    origin: list[float] | None = None  # counter values at the first good read (live meters' readers count from it)
     boundary: list[tuple[Edge, float] | None] = field(default_factory=list)  # (edge, energy_j) per device
     failing: bool = False
     errors: int = 0
@@ -105,6 +106,27 @@ class Sampler:
             except Exception:  # noqa: BLE001 - the sampler must outlive any bug in a sink
                 log.exception("energy sampler iteration failed")
             self._stop.wait(max(0.001, self.next_due_s() - self._clock()))
+
+    def live_readers(self) -> dict[str, Callable[[], float | None]]:
+        """Per continuous-counter device of a :attr:`~Meter.live` meter: its energy since the first good read,
+        read now (None before that read). The intervals count from the same origin, so this less the energy of the
+        intervals closed so far is what the counter has gathered since the last closing edge."""
+        readers: dict[str, Callable[[], float | None]] = {}
+        for state in self._states:
+            if state.meter.live:
+                for i, dev in enumerate(state.meter.devices):
+                    # a ticking counter's intervals start at its first tick, not its first read; a constant draw's
+                    # tail is known without a read
+                    if dev.tick_s == 0 and dev.constant_w is None:
+                        readers[dev.id] = self._live_reader(state, i)
+        return readers
+
+    @staticmethod
+    def _live_reader(state: _MeterState, i: int) -> Callable[[], float | None]:
+        def read() -> float | None:
+            origin = state.origin
+            return None if origin is None else state.meter.read()[i] - origin[i]
+        return read
 
     def charge(self, devices: Iterable[str]) -> None:
         """Add devices that requests may be charged on. A ticking counter of a device never added is read once
@@ -186,6 +208,8 @@ class Sampler:
             else:
                 edge = read
             self._close(closed, dev.id, state.boundary, i, edge, value, degraded)
+        if state.origin is None:
+            state.origin = values
         state.values, state.last_read = values, read
         if closed:
             self._sink(closed)

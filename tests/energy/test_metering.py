@@ -166,3 +166,36 @@ def test_a_ticking_device_no_request_may_be_charged_on_is_read_sparsely(clock):
         assert line[-1].t_s - line[0].t_s >= 1.0  # the energy of every tick between them is counted
         clock.now = start + 10.0
     assert reads[("ram",)] <= 5 < 50 < reads[None]  # once a second, against a few reads every tick
+
+
+def test_a_live_meter_gives_the_first_requests_their_measured_energy_at_response_time(clock):
+    """The CPU-time estimate is read at response time (Meter.live): the part of a request since the sampler's last
+    read is what the counter gathered, not a power the model has yet to learn. The first requests after start
+    used to get the device's last interval's draw above idle (here 0 W: 0 J, and 0.40x their finals in a real
+    server's first requests)."""
+    cpu_s = {"v": 0.0}
+    meter = CpuTimeEstimateMeter(CpuPowerModel("test cpu", 5.0, "test"), RamPowerModel(16.0, 6.0),
+                                 cpu_seconds=lambda: cpu_s["v"], clock=clock)
+    metering = Metering([meter], clock=clock, wall=clock)
+    for _ in range(4):  # a quiet second
+        metering.sampler.sample_once()
+        clock.advance(SAMPLE_PERIOD_S)
+    metering.sampler.sample_once()
+    provisional = []
+    for busy_s in (0.3, 0.1):  # two requests in one sampling interval, the second doing a third of the work
+        t = metering.begin("m", "task")
+        clock.advance(0.1)
+        cpu_s["v"] += busy_s
+        metering.end(t)
+        provisional.append((t.request_id, metering.result(t)))
+    first = provisional[0][1]
+    assert first.status is Status.PROVISIONAL
+    assert first.component_j(Component.CPU) == pytest.approx(0.3 * 5.0)  # all its own: nothing else ran yet
+    # the second shares the interval so far by time, as the final split will: (0.3 + 0.1) x 5 W / 2
+    assert provisional[1][1].component_j(Component.CPU) == pytest.approx(0.4 * 5.0 / 2)
+    clock.advance(SAMPLE_PERIOD_S - 0.2)
+    metering.sampler.sample_once()
+    for request_id, _ in provisional:
+        final = metering.record(request_id)
+        assert final.status is Status.FINAL
+        assert final.component_j(Component.CPU) == pytest.approx(0.4 * 5.0 / 2)

@@ -17,6 +17,10 @@ class Meter(ABC):
     """
 
     devices: tuple[DeviceInfo, ...] = ()
+    #: True when ``read()`` takes microseconds and is safe from any thread (an estimate from CPU time): a request's
+    #: provisional figure then reads the counter at response time, so the part since the last sampled edge is read
+    #: rather than predicted by the power model
+    live: bool = False
 
     @abstractmethod
     def read(self) -> list[float]:

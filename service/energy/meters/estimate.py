@@ -78,6 +78,8 @@ def codecarbon_ram_power() -> RamPowerModel:
 class CpuTimeEstimateMeter(Meter):
     """Estimated energy: ``cpu`` (process CPU time x W/thread) and ``ram`` (constant power x wall time)."""
 
+    live = True  # two clock reads, no state: provisional figures read it at response time
+
     def __init__(self, cpu: CpuPowerModel | None = None, ram: RamPowerModel | None = None, *,
                  include: Iterable[Component] = (Component.CPU, Component.RAM),
                  cpu_seconds: Callable[[], float] = time.process_time,
