@@ -17,6 +17,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -114,6 +115,86 @@ def score(n: int, streams: int, tick_s: float, seed: int, time_share: bool, *, w
             "conservation_rel_error": abs(ledger - tot.measured_j) / tot.measured_j,
             "measured_j": tot.measured_j,
             "learned_w": {k: round(v, 1) for k, v in metering.attributor.models["sim0"].snapshot().items()}}
+
+
+def server_timeline(rng: random.Random, seconds: float, pause_p: float) -> tuple[list, list[float], Callable]:
+    """A served CPU's work under the CPU-time estimate, in virtual time: for each request, parsing (one thread)
+    before its inference (two threads, +-10 %) and the response and thread-pool spin after (one to two threads);
+    a pause before a request with probability ``pause_p``; the sampler's own work at each 0.25 s read.
+    Returns the requests' spans, the read instants and the cumulative energy E(t)."""
+    import numpy as np
+
+    segments, spans, t = [], [], 0.0
+    while t < seconds:
+        if rng.random() < pause_p:
+            t += rng.uniform(0.0, 0.3)
+        segments.append((t, t + 0.0015, 4.0))
+        t += 0.0015
+        d = rng.choice([0.005, 0.01, 0.02, 0.04]) * rng.uniform(0.8, 1.2)
+        spans.append((t, t + d))
+        segments.append((t, t + d, 8.0 * rng.uniform(0.9, 1.1)))
+        t += d
+        segments.append((t, t + 0.002, 4.0 + 4.0 * rng.random()))
+        t += 0.0023
+    reads = [0.25 * k for k in range(int(t / 0.25) + 3)]
+    segments += [(r, r + 0.002, 4.0) for r in reads]
+    idle_w = 0.05
+    points = np.array(sorted({a for a, _, _ in segments} | {b for _, b, _ in segments}))
+    power = np.zeros(len(points))
+    for a, b, w in segments:
+        power[np.searchsorted(points, a):np.searchsorted(points, b)] += w
+    cumulative = np.concatenate([[0.0], np.cumsum(power[:-1] * np.diff(points))])
+
+    def energy_j(x: float) -> float:
+        i = max(0, int(np.searchsorted(points, x, side="right")) - 1)
+        return float(cumulative[i] + power[i] * (x - points[i]) + idle_w * x)
+    return spans, reads, energy_j
+
+
+def provisional_error(live: bool, prior_s: float, seed: int, pause_p: float, seconds: float = 60.0) -> dict:
+    """Provisional figure at response time over the final one, per request, on :func:`server_timeline` (the
+    CPU-time estimate: split by time). ``live`` reads the counter at response time (Meter.live); else the tail is
+    the learnt power's estimate. The first five requests (no power learnt yet) are reported apart."""
+    import service.energy.attribution as attribution
+    from service.energy.attribution import Attributor, Request
+    from service.energy.types import DeviceInfo, Method
+
+    spans, reads, energy_j = server_timeline(random.Random(seed), seconds, pause_p)
+    now = [0.0]
+    finals: dict[int, float] = {}
+    cpu = DeviceInfo("cpu", Component.CPU, Method.ESTIMATED, "simulated", tick_s=0.0, sample_period_s=0.25,
+                     by_class=False)
+    att = Attributor([cpu], lambda r, sh: finals.__setitem__(int(r.request_id), sh["cpu"].active_j + sh["cpu"].idle_j),
+                     clock=lambda: now[0])
+    if live:
+        att.live = {"cpu": lambda: energy_j(now[0])}
+    saved, attribution.PROVISIONAL_PRIOR_S = attribution.PROVISIONAL_PRIOR_S, prior_s
+    provisional: dict[int, float] = {}
+    k = 1
+
+    def read_until(t: float) -> None:
+        nonlocal k
+        while k < len(reads) and reads[k] <= t:
+            att.on_interval("cpu", (reads[k - 1],) * 2, (reads[k],) * 2, energy_j(reads[k]) - energy_j(reads[k - 1]))
+            k += 1
+    try:
+        att.on_interval("cpu", (0.0, 0.0), (0.0, 0.0), 0.0)
+        for i, (start, end) in enumerate(spans):
+            read_until(start)
+            req = Request(str(i), "x", att.all_devices, start)
+            att.begin(req)
+            read_until(end)
+            att.end(req, end)
+            now[0] = end + 0.0005
+            share = att.provisional(req)["cpu"]
+            provisional[i] = share.active_j + share.idle_j
+        read_until(float("inf"))
+    finally:
+        attribution.PROVISIONAL_PRIOR_S = saved
+    ratios = sorted(provisional[i] / finals[i] for i in provisional if i >= 50)
+    return {"first5": [round(provisional[i] / finals[i], 3) for i in range(5)],
+            "p05_p50_p95": [round(ratios[int(f * (len(ratios) - 1))], 3) for f in (0.05, 0.5, 0.95)],
+            "mean_abs_error": round(statistics.mean(abs(x - 1) for x in ratios), 4)}
 
 
 def overhead(block_s: float, rounds: int, meters: str = "auto", charge: str = "host",
@@ -222,7 +303,7 @@ def main() -> None:
     ap.add_argument("--charge", choices=("host", "all"), default="host",
                     help="devices the CPU work items are charged on (all: every device stays busy)")
     ap.add_argument("--phase", help="GUARD,STEP: the sampler's phase lock as fractions of a tick (experiments)")
-    ap.add_argument("--skip", choices=("attribution", "overhead"), action="append", default=[])
+    ap.add_argument("--skip", choices=("attribution", "overhead", "provisional"), action="append", default=[])
     ap.add_argument("--idle-wander-w", type=float, default=IDLE_WANDER_W,
                     help="the simulated idle draw's random step per tick, in watts (0: a constant idle draw)")
     args = ap.parse_args()
@@ -262,6 +343,16 @@ def main() -> None:
                     "conservation_rel_error": cons, "tick_s": args.tick_s,
                     "true_power_ratio": (IDLE_W + CLASSES["large"][0]) / (IDLE_W + CLASSES["small"][0]),
                     "requests_per_scenario": {k: v["learned"]["requests"] for k, v in report["scenarios"].items()}})
+    if "provisional" not in args.skip:
+        from service.energy.attribution import PROVISIONAL_PRIOR_S
+
+        # provisional over final figures on a simulated server's CPU (the CPU-time estimate), steady and with pauses
+        for label, live, prior_s in (("live", True, PROVISIONAL_PRIOR_S), ("live_no_prior", True, 0.0),
+                                     ("model", False, 0.0)):
+            runs = {f"pauses_{p}": provisional_error(live, prior_s, args.seed, p) for p in (0.0, 0.15)}
+            print(f"provisional {label:14s} {runs}")
+            out[f"provisional_{label}_mean_abs_error"] = max(r["mean_abs_error"] for r in runs.values())
+            out[f"provisional_{label}_first5"] = runs["pauses_0.0"]["first5"]
     if "overhead" not in args.skip:
         out["overhead_devices"] = oh["devices"]
     if phase is not None:
