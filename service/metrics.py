@@ -24,6 +24,7 @@ class Metrics:
                  queue_depth: Callable[[], dict[str, int]], models: dict[str, str] | None = None,
                  queue_size: int | None = None, model_states: Callable[[], dict[str, str]] | None = None) -> None:
         self.registry = registry
+        self._metered = metering is not None
         self.requests = Counter("wattserve_requests", "Inference requests answered, by outcome status class",
                                 ["model", "task", "status"], registry=registry)
         self.duration = Histogram("wattserve_request_duration_seconds", "Inference wall time (queue excluded)",
@@ -65,9 +66,18 @@ class Metrics:
         return children
 
     def observe_final(self, record: EnergyRecord) -> None:
-        """Called once per request when its final figure is known (from the sampler thread)."""
+        """Called once per request when its final figure is known (from the sampler thread). Under metering, the
+        duration histogram and the token counters are fed here too, from the same record: they then count exactly
+        the requests the energy series count, those that ran, whatever they were answered (a 504 whose inference
+        ran on, a model that failed mid-way), and joules per token read off /metrics are the records' own."""
         histogram, energy, operational, embodied = self._series(record.model, record.task)
+        _, duration, tokens_input, tokens_output = self._response_series(record.model, record.task)
         histogram.observe(record.energy_j)
+        duration.observe(record.duration_s)
+        if record.tokens_in:
+            tokens_input.inc(record.tokens_in)
+        if record.tokens_out:
+            tokens_output.inc(record.tokens_out)
         for component, figure in record.components.items():
             energy[component].inc(figure.figure_j(record.accounting))
         if record.carbon is not None:
@@ -76,13 +86,16 @@ class Metrics:
 
     def observe_response(self, model: str, task: str, status: int, duration_s: float | None,
                          tokens_in: int = 0, tokens_out: int = 0) -> None:
-        """Called once per response, on the event loop."""
+        """Called once per response, on the event loop. Duration and tokens count here only without metering (with
+        it, they come from the final record: see observe_final)."""
         requests, duration, tokens_input, tokens_output = self._response_series(model, task)
         status_class = status // 100
         counter = requests.get(status_class)
         if counter is None:
             counter = requests[status_class] = self.requests.labels(model, task, f"{status_class}xx")
         counter.inc()
+        if self._metered:
+            return
         if duration_s is not None:
             duration.observe(duration_s)
         if tokens_in:

@@ -20,6 +20,13 @@ class Problem(Exception):
         return {"type": f"https://wattserve.dev/problems/{self.slug}", "title": self.title, "status": self.status,
                 "detail": self.detail, "instance": instance, **self.extra}
 
+    def openai_error(self) -> dict[str, Any]:
+        """The problem as OpenAI's clients read it (``body["error"]``: their exceptions' message, param and code),
+        an extension member of the problem JSON on the OpenAI-compatible routes."""
+        kind = {401: "authentication_error", 429: "rate_limit_error"}.get(
+            self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+        return {"message": self.detail, "type": kind, "param": self.extra.get("field"), "code": self.slug}
+
 
 class NotFound(Problem):
     status, title, slug = 404, "Not found", "not-found"

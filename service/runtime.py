@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from service.energy import EnergyRecord, Metering
 from service.energy.types import Component
-from service.problems import NotReady, Overloaded, Timeout
+from service.problems import NotReady, Overloaded, Problem, Timeout
 from service.registry import ModelSpec, Registry
 from service.settings import Settings
 from service.tasks import TASKS, Runner, TaskSpec
@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> str:
+    """One name per device: ``auto`` is ``cuda:0`` or ``cpu``, and ``cuda`` is ``cuda:0``, so models on the same
+    GPU share its one inference thread however the registry spells it."""
+    if device == "cuda":
+        return "cuda:0"
     if device != "auto":
         return device
     import torch
@@ -202,11 +206,20 @@ class Runtime:
                 raise _Skipped
             began = True
             started = time.perf_counter()
-            prepared = served.runner.prepare(request)
+            if self.metering is not None:  # tokenising is the request's work too: the window opens before it
+                ticket = self.metering.begin(served.spec.name, served.spec.task, devices=served.meter_devices,
+                                             queue_s=started - arrival)
+            try:
+                prepared = served.runner.prepare(request)
+            except BaseException as exc:  # refused after tokenising (too long, ...): what that cost is its own
+                if ticket is not None:
+                    self.metering.end(ticket, 0)
+                    if isinstance(exc, Problem):
+                        exc.headers["X-Request-Id"] = ticket.request_id
+                raise
             prepared.on_text = on_text
-            if self.metering is not None:
-                ticket = self.metering.begin(served.spec.name, served.spec.task, tokens_in=prepared.tokens_in,
-                                             devices=served.meter_devices, queue_s=started - arrival)
+            if ticket is not None:
+                ticket.input_known(prepared.tokens_in)
             if on_start is not None:
                 on_start(ticket.request_id if ticket is not None else None)
             try:

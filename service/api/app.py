@@ -172,7 +172,10 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
         served = getattr(request.state, "served", None)  # a known model's request refused before it ran
         if served is not None and not getattr(request.state, "counted", False):
             metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
-        return JSONResponse(exc.body(request.url.path), exc.status, headers=exc.headers, media_type=PROBLEM_JSON)
+        body = exc.body(request.url.path)
+        if is_openai_path(request.url.path):
+            body["error"] = exc.openai_error()
+        return JSONResponse(body, exc.status, headers=exc.headers, media_type=PROBLEM_JSON)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -412,6 +415,12 @@ async def run_observed(app: FastAPI, served: ServedModel, body: BaseModel, on_te
     metrics.observe_response(served.spec.name, served.spec.task, 200, outcome.inference_s,
                              outcome.tokens_in, outcome.tokens_out)
     return outcome
+
+
+def is_openai_path(path: str) -> bool:
+    """The routes OpenAI's clients call: completions, chat, embeddings and the model list (not the native infer)."""
+    return path in ("/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/models") or (
+        path.startswith("/v1/models/") and path.count("/") == 3)
 
 
 def _disconnect_of(request: Request):

@@ -126,6 +126,11 @@ async def embeddings(body: EmbeddingsBody, request: Request, include_energy: boo
 
 
 GREEDY_BELOW = 0.01  # OpenAI's temperature 0 is greedy; a temperature this small would sample as good as greedily
+TOP_P_GREEDY_BELOW = 0.001  # OpenAI accepts top_p 0: a nucleus of the one likeliest token, which is greedy
+
+
+class StreamOptions(JsonModel):
+    include_usage: StrictBool = False
 
 
 class _GenerationBody(JsonModel):
@@ -135,9 +140,13 @@ class _GenerationBody(JsonModel):
     model: str
     max_tokens: JsonInt | None = Field(None, ge=1)
     temperature: JsonFloat = Field(1.0, ge=0, le=2, description=f"below {GREEDY_BELOW}: greedy decoding")
-    top_p: JsonFloat = Field(1.0, ge=0.001, le=1)
+    top_p: JsonFloat = Field(1.0, ge=0, le=1, description=f"below {TOP_P_GREEDY_BELOW}: greedy decoding (the "
+                                                           "nucleus is the likeliest token)")
     n: JsonInt = Field(1, ge=1, le=1, description="only 1 is supported")
     stream: StrictBool = False
+    stream_options: StreamOptions | None = Field(None, description="include_usage: a last chunk with no choices "
+                                                                   "carries usage (and the energy); without it, "
+                                                                   "the chunk with finish_reason does")
     seed: JsonInt | None = Field(None, ge=0, le=2**32 - 1)
     stop: StopSequences | None = Field(None, description="up to 4 sequences: the text ends before the first one "
                                                          "generated, with finish_reason stop")
@@ -148,6 +157,10 @@ UNSUPPORTED = {"logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": 
                "suffix": (None, ""), "logit_bias": (None, {}), "presence_penalty": (None, 0),
                "frequency_penalty": (None, 0), "tools": (None, []), "tool_choice": (None, "none"),
                "functions": (None, []), "function_call": (None, "none"), "response_format": (None, {"type": "text"})}
+
+
+def _include_usage(body: _GenerationBody) -> bool:  # stream_options is a no-op without stream
+    return body.stream and body.stream_options is not None and body.stream_options.include_usage
 
 
 def refuse_unsupported(body: _GenerationBody) -> None:
@@ -162,9 +175,17 @@ class CompletionsBody(_GenerationBody):
     prompt: Texts
 
 
+class TextPart(JsonModel):
+    type: Literal["text"] = Field(description="text parts only: this server serves text models")
+    text: str
+
+
 class ChatMessage(JsonModel):
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str
+    content: str | list[TextPart] = Field(description="a string, or a list of text parts (joined)")
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
 class ChatBody(_GenerationBody):
@@ -181,9 +202,10 @@ def _generation(body: _GenerationBody, prompts: list[str], max_tokens: int | Non
         value = getattr(body, name, None)
         if value is not None and value > most:
             raise Invalid(f"{name} {value} is over this model's limit {most}", field=name, limit=most)
-    sample = body.temperature >= GREEDY_BELOW
+    sample = body.temperature >= GREEDY_BELOW and body.top_p >= TOP_P_GREEDY_BELOW
     return GenerationRequest(inputs=prompts, max_new_tokens=max_tokens, do_sample=sample,
-                             temperature=body.temperature if sample else 1.0, top_p=body.top_p, seed=body.seed,
+                             temperature=body.temperature if sample else 1.0, top_p=body.top_p if sample else 1.0,
+                             seed=body.seed,
                              stop=body.stop)
 
 
@@ -200,7 +222,7 @@ def client_fields(names: dict[str, str]) -> Iterator[None]:
 
 
 def _chat_prompt(tokenizer, messages: list[ChatMessage]) -> str:
-    plain = [m.model_dump() for m in messages]
+    plain = [{"role": m.role, "content": m.text()} for m in messages]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
     return "".join(f"{m['role']}: {m['content']}\n" for m in plain) + "assistant:"
@@ -216,7 +238,8 @@ def _served_generator(request: Request, name: str):
     return served
 
 
-async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, include_energy: bool):
+async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, include_energy: bool,
+                   include_usage: bool = False):
     from service.api.app import run_observed
 
     kind = "chat.completion" if chat else "text_completion"
@@ -254,7 +277,9 @@ async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, i
     def on_start(request_id: str | None) -> None:  # from the inference thread: the input is accepted
         loop.call_soon_threadsafe(lambda: started.done() or started.set_result(request_id))
 
-    task = asyncio.ensure_future(run_observed(request.app, served, gen, on_text=on_text, on_start=on_start))
+    # with request: a client that leaves while its stream waits for the device cancels it, unrun
+    task = asyncio.ensure_future(run_observed(request.app, served, gen, on_text=on_text, on_start=on_start,
+                                              request=request))
     task.add_done_callback(lambda _: pieces.put_nowait(None))
     # the status line waits until the model starts on the request: a refusal (429, 413, 422, 504 while queued)
     # is then answered with its own status and problem JSON, as without streaming
@@ -286,10 +311,16 @@ async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, i
             yield f"data: {json.dumps({'error': error})}\n\n"
             return
         finish = outcome.body["results"][0]["finish_reason"]
-        last = {"delta": {}} if chat else {"text": ""}
-        yield event([{"index": 0, "finish_reason": finish, **last}])
-        # the energy of a streamed response arrives in its final event: the final figure, if it comes in time
-        yield event([], usage=usage(outcome, await _final_record(request.app, outcome)))
+        last = [{"index": 0, "finish_reason": finish, **({"delta": {}} if chat else {"text": ""})}]
+        # the energy of a streamed response arrives in its final event, the final figure if it comes in time: as
+        # OpenAI streams usage, in a chunk with no choices when the client asked for it (stream_options
+        # include_usage); else in the chunk with finish_reason, as clients that read choices[0] of every chunk expect
+        final_usage = usage(outcome, await _final_record(request.app, outcome))
+        if include_usage:
+            yield event(last)
+            yield event([], usage=final_usage)
+        else:
+            yield event(last, usage=final_usage)
         yield "data: [DONE]\n\n"
 
     # the energy is known only at the end: it arrives in the final event, and under this id at
@@ -316,7 +347,8 @@ async def completions(body: CompletionsBody, request: Request, include_energy: b
     if body.stream and len(body.prompt) > 1:
         raise Invalid("streaming takes one prompt", field="prompt", limit=1)
     gen = _generation(body, body.prompt, body.max_tokens, served)
-    return await _respond(request, served, gen, chat=False, stream=body.stream, include_energy=include_energy)
+    return await _respond(request, served, gen, chat=False, stream=body.stream, include_energy=include_energy,
+                          include_usage=_include_usage(body))
 
 
 @router.post("/chat/completions", response_model=None, responses={200: {"model": ChatCompletionsResponse}})
@@ -328,4 +360,5 @@ async def chat_completions(body: ChatBody, request: Request, include_energy: boo
         raise NotReady(f"model {body.model!r} is {served.state}", model=body.model)
     prompt = _chat_prompt(served.runner.tokenizer, body.messages)
     gen = _generation(body, [prompt], body.max_completion_tokens or body.max_tokens, served)
-    return await _respond(request, served, gen, chat=True, stream=body.stream, include_energy=include_energy)
+    return await _respond(request, served, gen, chat=True, stream=body.stream, include_energy=include_energy,
+                          include_usage=_include_usage(body))

@@ -34,6 +34,13 @@ class ValidationIssue(BaseModel):
     limit: float | int | None = None
 
 
+class OpenAIError(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error, authentication_error, rate_limit_error or server_error")
+    param: str | None = Field(description="the request field at fault")
+    code: str = Field(description="the problem type's last segment (too-large, invalid, not-found, ...)")
+
+
 class ProblemDetails(BaseModel):
     """RFC 9457 problem details, with the field at fault and its limit where there is one."""
 
@@ -45,6 +52,8 @@ class ProblemDetails(BaseModel):
     field: str | None = Field(None, description="the request field at fault")
     limit: float | int | None = Field(None, description="the limit it broke")
     errors: list[ValidationIssue] | None = Field(None, description="every validation error")
+    error: OpenAIError | None = Field(None, description="on the OpenAI-compatible routes: the same problem as "
+                                                        "OpenAI's clients read it")
 
 
 class ComponentFigure(BaseModel):

@@ -64,6 +64,14 @@ class Ticket(Request):
     def default_work_class(self) -> str:
         return work_class(self.model, self.task, self.tokens_in)
 
+    def input_known(self, tokens_in: int) -> None:
+        """The request's input is tokenised (inside its window: the service begins metering before it): set its
+        count, and let the sampler work its derived class out again (it may have resolved one from no tokens
+        meanwhile). For tickets begun without an explicit ``work_class_``."""
+        self.tokens_in = tokens_in
+        if self.work_class is not None and self.work_class != self.default_work_class():
+            self.work_class = None
+
     # a context manager itself (no generator-based wrapper: this sits on every request's path)
     def __enter__(self) -> Ticket:
         return self
@@ -139,7 +147,7 @@ class Metering:
     def begin(self, model: str, task: str, *, request_id: str | None = None, tokens_in: int = 0,
               work_class_: str | None = None, devices: Iterable[str] | None = None, queue_s: float = 0.0) -> Ticket:
         """Start metering a request. The work class defaults to :func:`work_class` (model, task, token bucket),
-        worked out later on the sampler thread."""
+        worked out later on the sampler thread. The token count may come later (:meth:`Ticket.input_known`)."""
         if devices is None:
             devs, dev_set = self._device_ids, self.attributor.all_devices
         else:

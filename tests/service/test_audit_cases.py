@@ -124,8 +124,8 @@ def test_stop_sequences_end_the_text(server):  # noqa: F811
                       json={"model": GEN, "prompt": "hello", "temperature": 0, "max_tokens": 12, "stop": stop,
                             "stream": True}) as r:
         events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
-    streamed = "".join(e["choices"][0]["text"] for e in events if e["choices"])
-    assert streamed == choice["text"] and events[-2]["choices"][0]["finish_reason"] == "stop"
+    streamed = "".join(e["choices"][0]["text"] for e in events)
+    assert streamed == choice["text"] and events[-1]["choices"][0]["finish_reason"] == "stop"
 
 
 @pytest.mark.parametrize("field, value", [("echo", True), ("best_of", 3), ("logit_bias", {"1": 5}),

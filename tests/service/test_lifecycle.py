@@ -45,13 +45,49 @@ def wait_for(predicate, seconds=20.0):
     return False
 
 
+def series(url: str, name: str) -> float:
+    """The sum of a metric's samples for the model "gen" (e.g. ``wattserve_tokens_total``)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in httpx.get(url + "/metrics").text.splitlines()
+               if line.startswith(name + "{") and 'model="gen"' in line)
+
+
 def test_timeout_answers_504_and_still_records_the_energy(tmp_path_factory, monkeypatch_env):
+    """The inference runs on and is metered; the 504 names its record. Its duration and tokens count in /metrics
+    with its energy (they counted only for 200s: joules per token read off /metrics were skewed)."""
     settings = Settings(port=free_port(), registry=registry(tmp_path_factory, monkeypatch_env), request_timeout_s=0.02)
     with LiveServer(settings) as live:
         before = finals_count(live.url)
         r = httpx.post(f"{live.url}/v1/models/gen/infer", json=SLOW, timeout=60)
         assert r.status_code == 504 and r.json()["limit"] == 0.02
         assert wait_for(lambda: finals_count(live.url) == before + 1)  # the work ran to the end and was metered
+        record = httpx.get(f"{live.url}/v1/requests/{r.headers['x-request-id']}/energy").json()
+        assert record["status"] == "final" and record["tokens_out"] == 16 * 128
+        assert series(live.url, "wattserve_request_duration_seconds_count") == finals_count(live.url)
+        assert series(live.url, "wattserve_tokens_total") == record["tokens_in"] + record["tokens_out"]
+        assert series(live.url, "wattserve_request_duration_seconds_sum") == pytest.approx(record["duration_s"])
+
+
+def test_tokenising_is_inside_the_request_s_window(tmp_path_factory, monkeypatch_env):
+    """The record's window opened after tokenising, so Server-Timing's inference and the record's duration differed,
+    and a 0.75 MB input's seconds of tokenising went to idle. Now the window holds it, and a refusal after
+    tokenising (too many tokens) keeps what that cost under its X-Request-Id."""
+    settings = Settings(port=free_port(), registry=registry(tmp_path_factory, monkeypatch_env))
+    with LiveServer(settings) as live:
+        def final(request_id):
+            assert wait_for(lambda: httpx.get(f"{live.url}/v1/requests/{request_id}/energy").json()["status"]
+                            == "final")
+            return httpx.get(f"{live.url}/v1/requests/{request_id}/energy").json()
+
+        r = httpx.post(f"{live.url}/v1/models/gen/infer", timeout=60,
+                       json={"inputs": "energy " * 300, "max_new_tokens": 4})
+        assert r.status_code == 200, r.text
+        timing = dict(part.split(";dur=") for part in r.headers["server-timing"].split(", "))
+        assert final(r.headers["x-request-id"])["duration_s"] * 1e3 == pytest.approx(float(timing["inference"]),
+                                                                                      abs=1.0)
+        refused = httpx.post(f"{live.url}/v1/models/gen/infer", timeout=60, json={"inputs": "energy " * 120_000})
+        assert refused.status_code == 413 and refused.json()["field"] == "inputs"
+        record = final(refused.headers["x-request-id"])
+        assert record["duration_s"] > 0.05 and record["energy_j"] > 0 and record["tokens_out"] == 0
 
 
 def test_client_leaving_while_queued_costs_nothing(tmp_path_factory, monkeypatch_env):
@@ -72,6 +108,29 @@ def test_client_leaving_while_queued_costs_nothing(tmp_path_factory, monkeypatch
         assert asyncio.run(scenario()).status_code == 200
         assert wait_for(lambda: finals_count(live.url) >= before + 1)
         time.sleep(1.5)  # the dropped request would have run by now: ~0.5 s of work
+        assert finals_count(live.url) == before + 1
+
+
+def test_a_stream_whose_client_leaves_while_queued_costs_nothing(tmp_path_factory, monkeypatch_env):
+    """Streams were not watched while queued: three dropped streams ran in full, with records and tokens."""
+    settings = Settings(port=free_port(), registry=registry(tmp_path_factory, monkeypatch_env))
+    with LiveServer(settings) as live:
+        before = finals_count(live.url)
+
+        async def scenario():
+            async with httpx.AsyncClient(timeout=60) as client:
+                running = asyncio.create_task(client.post(f"{live.url}/v1/models/gen/infer", json=SLOW))
+                await asyncio.sleep(0.05)
+                async with httpx.AsyncClient(timeout=60) as other:
+                    body = {"model": "gen", "prompt": "energy", "max_tokens": 100, "stream": True}
+                    queued = asyncio.create_task(other.post(f"{live.url}/v1/completions", json=body))
+                    await asyncio.sleep(0.05)
+                    queued.cancel()
+                return await running
+
+        assert asyncio.run(scenario()).status_code == 200
+        assert wait_for(lambda: finals_count(live.url) >= before + 1)
+        time.sleep(1.5)
         assert finals_count(live.url) == before + 1
 
 
