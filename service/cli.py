@@ -40,16 +40,33 @@ def _serve(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
-    settings = Settings(**overrides)
-    app = create_app(settings)
+    try:
+        settings = Settings(**overrides)
+        app = create_app(settings)
+    except (ValueError, OSError) as exc:  # a setting, the registry, a keys or intensity file: one line, no traceback
+        logging.getLogger(__name__).debug("start-up failed", exc_info=True)
+        print(f"wattserve serve: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     url = f"http://{settings.host}:{settings.port}"
     loading = "" if settings.strict else f" (models load in the background: {url}/readyz says when they serve)"
     print(f"wattserve {__version__} serving {settings.registry} on {url}{loading}\n"
           f"try:  curl -si {url}/v1/embeddings -H 'content-type: application/json' "
           "-d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": \"How much energy did this take?\"}' "
           "| grep -i -E '^(x-energy|x-carbon|carbon|server-timing|x-request)'", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if args.verbose else "warning")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if args.verbose else "warning",
+                timeout_graceful_shutdown=settings.shutdown_timeout_s)
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):  # "queue_size: Input should be greater than or equal to 1 (got 0)"
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']} (got {e['input']!r})"
+                         if e["loc"] else e["msg"].removeprefix("Value error, ") for e in exc.errors())
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
 
 
 def _campaign_run(args: argparse.Namespace) -> int:
@@ -122,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--registry", help="model registry YAML (default: the embedded default)")
     serve.add_argument("--strict", action="store_true", default=None, help="exit if any model fails to load")
-    serve.add_argument("--queue-size", dest="queue_size", type=int, help="waiting requests per model before 429")
+    serve.add_argument("--queue-size", dest="queue_size", type=int,
+                       help="requests per model, the one running included, before 429")
     serve.add_argument("--request-timeout-s", dest="request_timeout_s", type=float)
+    serve.add_argument("--shutdown-timeout-s", dest="shutdown_timeout_s", type=float,
+                       help="on SIGTERM, the longest in-flight requests may take to finish (default 30)")
     serve.add_argument("--max-body-bytes", dest="max_body_bytes", type=int)
     serve.add_argument("--accounting", choices=["loaded", "marginal"])
     serve.add_argument("--carbon-country", dest="carbon_country", help="ISO alpha-3, e.g. FRA (CodeCarbon data)")

@@ -60,6 +60,12 @@ class Timeout(Problem):
     status, title, slug = 504, "Inference timed out", "timeout"
 
 
+class ClientGone(Problem):
+    """The client closed its connection (nginx's 499): nobody reads the answer, and nothing is counted or logged."""
+
+    status, title, slug = 499, "Client closed request", "client-closed"
+
+
 class Internal(Problem):
     status, title, slug = 500, "Internal server error", "internal"
 

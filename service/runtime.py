@@ -9,14 +9,14 @@ import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from service.energy import EnergyRecord, Metering
 from service.energy.types import Component
-from service.problems import NotReady, Overloaded, Problem, Timeout
+from service.problems import ClientGone, NotReady, Overloaded, Problem, Timeout
 from service.registry import ModelSpec, Registry
 from service.settings import Settings
 from service.tasks import TASKS, Runner, TaskSpec
@@ -45,6 +45,7 @@ class ServedModel:
     runner: Runner | None = None
     error: str | None = None
     pending: int = 0  # waiting or running
+    created: int = field(default_factory=lambda: int(time.time()))  # Unix time registered here (OpenAI's field)
 
     @property
     def state(self) -> str:
@@ -244,8 +245,9 @@ class Runtime:
                 if watch is None:
                     return await asyncio.shield(future)
                 await asyncio.wait((future, watch), return_when=asyncio.FIRST_COMPLETED)
-                if not future.done():  # the client left
-                    raise asyncio.CancelledError
+                if not future.done():  # the client left: if it was still queued, it never runs
+                    cancelled = True
+                    raise ClientGone("the client left while its request waited for the device")
                 return future.result()
         except TimeoutError:
             cancelled = True

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service import __version__
 from service.api import openapi
@@ -32,10 +33,10 @@ from service.energy import (
 )
 from service.energy.machine import machine_info
 from service.metrics import Metrics
-from service.problems import HTTPProblem, Internal, Invalid, NotFound, Problem, TooLarge, Unauthorized
+from service.problems import ClientGone, HTTPProblem, Internal, Invalid, NotFound, Problem, TooLarge, Unauthorized
 from service.registry import load_registry
 from service.runtime import Outcome, Runtime, ServedModel
-from service.settings import Settings
+from service.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -67,9 +68,21 @@ def build_metering(settings: Settings) -> Metering | None:
 
 
 def _api_keys(settings: Settings) -> list[bytes]:
+    """The bearer keys: comma-separated in WATTSERVE_API_KEYS, and one per line in the keys file, where blank lines
+    and lines starting with ``#`` (a key commented out is a key revoked) are skipped. Keys asked for but none
+    found is an error, not an open server."""
     keys = [k.strip() for k in (settings.api_keys or "").split(",") if k.strip()]
     if settings.api_keys_file is not None:
-        keys += [line.strip() for line in settings.api_keys_file.read_text().splitlines() if line.strip()]
+        try:
+            lines = settings.api_keys_file.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the API keys file {settings.api_keys_file}: {exc.strerror or exc}") \
+                from None
+        keys += [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not keys and (settings.api_keys is not None or settings.api_keys_file is not None):
+        source = settings.api_keys_file or "WATTSERVE_API_KEYS"
+        raise ConfigError(f"API keys were configured ({source}) but none was found in it: refusing to serve "
+                          "without authentication")
     return [k.encode() for k in keys]
 
 
@@ -170,7 +183,7 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
         served = getattr(request.state, "served", None)  # a known model's request refused before it ran
-        if served is not None and not getattr(request.state, "counted", False):
+        if served is not None and not getattr(request.state, "counted", False) and not isinstance(exc, ClientGone):
             metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
         body = exc.body(request.url.path)
         if is_openai_path(request.url.path):
@@ -179,6 +192,10 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
+        try:  # FastAPI validates a body before the route runs: a client without a key learns nothing from it
+            authorize(request)
+        except Unauthorized as denied:
+            return await _problem(request, denied)
         # an OpenAI route's body failed FastAPI's validation before the route ran: the model it names, if it is
         # one of ours, counts the refusal (an unknown name does not: the label would be unbounded)
         named = exc.body.get("model") if isinstance(exc.body, dict) else None
@@ -189,11 +206,19 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         if isinstance(exc, _BodyTooLarge):
+            try:
+                authorize(request)
+            except Unauthorized as denied:
+                return await _problem(request, denied)
             return await _problem(request, exc.problem)
         if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:  # JSON too deep, a number too long, ...
             return await _problem(request, not_json(exc.__cause__ or exc))
         return await _problem(request, HTTPProblem(exc.status_code, str(exc.detail),
                                                    headers=dict(exc.headers or {})))  # e.g. Allow on 405
+
+    @app.exception_handler(ClientDisconnect)  # the client left while sending its body: no one to answer or log
+    async def _gone(request: Request, exc: ClientDisconnect):
+        return await _problem(request, ClientGone("the client left while sending its request"))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
@@ -236,21 +261,26 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(prom), media_type=CONTENT_TYPE_LATEST)
 
+    # with API keys, only health and metrics stay open (and the API's documentation): the models, the machine and
+    # above all other clients' energy records need a key
     @app.get("/v1/models", tags=["models"])
-    async def list_models() -> dict[str, Any]:
+    async def list_models(request: Request) -> dict[str, Any]:
+        authorize(request)
         return {"object": "list", "data": [describe(m) for m in runtime.models.values()]}
 
     @app.get("/v1/models/{name}", tags=["models"])
-    async def get_model(name: str) -> dict[str, Any]:
+    async def get_model(name: str, request: Request) -> dict[str, Any]:
+        authorize(request)
         return describe(find_model(runtime, name))
 
     machine = machine_info()
 
     @app.get("/v1/system", tags=["energy"])
-    async def system() -> dict[str, Any]:
+    async def system(request: Request) -> dict[str, Any]:
         """The serving machine, its meters and carbon settings: what a campaign records as run metadata."""
         import time
 
+        authorize(request)
         metering = runtime.metering
         out: dict[str, Any] = {"version": __version__, "machine": machine.as_dict(), "metering": metering is not None}
         if metering is not None:
@@ -266,7 +296,8 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
         return out
 
     @app.get("/v1/requests/{request_id}/energy", tags=["energy"])
-    async def request_energy(request_id: str) -> dict[str, Any]:
+    async def request_energy(request_id: str, request: Request) -> dict[str, Any]:
+        authorize(request)
         record = runtime.metering.record(request_id) if runtime.metering is not None else None
         if record is None:
             raise NotFound(f"no energy record for request {request_id!r} (unknown, or older than the last "
@@ -320,7 +351,8 @@ def openai_schema_patches(runtime: Runtime) -> dict[str, dict[str, dict[str, Any
 
 def describe(m: ServedModel) -> dict[str, Any]:
     runner = m.runner
-    return {"id": m.spec.name, "object": "model", "owned_by": "wattserve", "task": m.spec.task, "state": m.state,
+    return {"id": m.spec.name, "object": "model", "created": m.created, "owned_by": "wattserve", "task": m.spec.task,
+            "state": m.state,
             "error": m.error, "demo": m.spec.demo, "device": m.device, "source": m.spec.source,
             "max_input_tokens": runner.max_input_tokens if runner is not None else m.spec.max_input_tokens,
             "truncate": m.spec.truncate,
@@ -403,6 +435,8 @@ async def run_observed(app: FastAPI, served: ServedModel, body: BaseModel, on_te
     try:
         outcome = await app.state.runtime.infer(served, body, on_text,
                                                 None if request is None else _disconnect_of(request), on_start)
+    except ClientGone:  # no response is delivered: nothing to count
+        raise
     except Problem as exc:
         metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
         raise

@@ -26,6 +26,7 @@ INFER_PARAMETERS = [
 INFERENCE = (400, 401, 404, 413, 422, 429, 500, 503, 504)
 LOOKUP = (404, 413, 422, 500)
 PLAIN = (413, 500)
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")  # open even with API keys
 
 
 class ValidationIssue(BaseModel):
@@ -97,6 +98,7 @@ class EnergyRecord(BaseModel):
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"]
+    created: int = Field(description="Unix time the model was registered with this server (OpenAI's field)")
     owned_by: str
     task: str
     state: Literal["loading", "ready", "failed"]
@@ -182,6 +184,8 @@ def install(app: FastAPI, model_tasks: dict[str, str],
                         param["schema"] = {"type": "string", "enum": sorted(model_tasks)}
                 inference = path == INFER_PATH or path in ("/v1/embeddings", "/v1/completions", "/v1/chat/completions")
                 codes = INFERENCE if inference else LOOKUP if "{" in path else PLAIN
+                if path not in OPEN_PATHS:  # needs a key when the server has API keys
+                    codes = tuple(sorted({*codes, 401}))
                 op["responses"].pop("422", None)
                 for code in codes:
                     op["responses"].setdefault(str(code), {

@@ -70,6 +70,21 @@ def test_openai_completions_and_chat_with_the_openai_client(server):
     client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
     done = client.completions.create(model="demo-text-generation", prompt="How much energy", max_tokens=4)
     assert done.object == "text_completion" and done.usage.completion_tokens <= 4
+    assert all(isinstance(m.created, int) and m.created > 0 for m in client.models.list())
+    # what OpenAI accepts: top_p 0 (greedy: it was 422) and content as a list of text parts (422 too)
+    greedy = client.chat.completions.create(model="demo-text-generation", max_tokens=4, temperature=0,
+                                            messages=[{"role": "user", "content": "Hello there"}])
+    parts = client.chat.completions.create(model="demo-text-generation", max_tokens=4, top_p=0,
+                                           messages=[{"role": "user", "content": [{"type": "text", "text": "Hello"},
+                                                                                  {"type": "text", "text": " there"}]}])
+    assert parts.choices[0].message.content == greedy.choices[0].message.content
+    import openai
+
+    try:  # the client's exceptions carried only "Error code: 422": problem JSON has no "error" object of OpenAI's
+        client.completions.create(model="demo-text-generation", prompt="x", max_tokens=100_000)
+        raise AssertionError("over the limit accepted")
+    except openai.UnprocessableEntityError as exc:
+        assert exc.param == "max_tokens" and "limit" in exc.message and exc.code == "invalid"
     assert done.choices[0].finish_reason in ("length", "stop")
     chat = client.chat.completions.with_raw_response.create(
         model="demo-text-generation", messages=[{"role": "user", "content": "Hello"}], max_tokens=3)
