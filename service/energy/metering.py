@@ -9,12 +9,13 @@ request, lands in a bounded store (:meth:`record`) and goes to subscribers.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import logging
 import math
+import secrets
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from types import MappingProxyType
@@ -40,14 +41,14 @@ class Ticket(Request):
     """A request being metered, with what its record needs besides energy."""
 
     __slots__ = ("model", "task", "device_order", "queue_s", "tokens_in", "tokens_out", "_clock", "_rid", "_seq",
-                 "_prefix")
+                 "_key")
 
     def __init__(self, request_id: str | None, model: str, task: str, work_class_: str | None,
                  devices: tuple[str, ...], device_set: frozenset[str], clock: Callable[[], float], queue_s: float,
-                 tokens_in: int, seq: int = 0, prefix: str = "") -> None:
+                 tokens_in: int, seq: int = 0, key: bytes = b"") -> None:
         # every slot set here, the base's too: one call on the request path, no super() chain
         self.start_s = clock()
-        self._rid, self._seq, self._prefix = request_id, seq, prefix
+        self._rid, self._seq, self._key = request_id, seq, key
         self.work_class, self.devices, self._clock = work_class_, device_set, clock
         self.end_s, self.acc, self.expired = None, None, False
         self.model, self.task, self.device_order = model, task, devices
@@ -55,10 +56,13 @@ class Ticket(Request):
 
     @property
     def request_id(self) -> str:  # type: ignore[override]
-        """The given id, or ``<process prefix><sequence in hex>``, formatted when first asked for."""
+        """The given id, or 20 hex digits made when first asked for: the request's sequence number hashed with the
+        process's secret key. Unique, and not enumerable: with API keys, one client cannot walk through the ids
+        (and so the records) of the others, as it could when ids were a process prefix and a counter (~1 us)."""
         rid = self._rid
         if rid is None:
-            rid = self._rid = f"{self._prefix}{self._seq:x}"
+            rid = self._rid = hashlib.blake2b(self._seq.to_bytes(8, "little"), key=self._key,
+                                              digest_size=10).hexdigest()
         return rid
 
     def default_work_class(self) -> str:
@@ -103,7 +107,7 @@ class Metering:
         # Unix time = metering clock + offset; refreshed on every sampler wake-up, so the request path reads
         # one clock, not two
         self._wall_offset_s = wall() - clock()
-        self._id_prefix = uuid.uuid4().hex[:16]  # unique per process; a counter makes ids cheap and ordered
+        self._id_key = secrets.token_bytes(32)  # per process: ids of two processes never meet either
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._store: OrderedDict[str, EnergyRecord] = OrderedDict()
@@ -158,7 +162,7 @@ class Metering:
                 known = self._device_sets.setdefault(devs_key, (devs, frozenset(devs)))
             devs, dev_set = known
         ticket = Ticket(request_id, model, task, work_class_, devs, dev_set, self._clock, queue_s, tokens_in,
-                        next(self._ids), self._id_prefix)
+                        next(self._ids), self._id_key)
         self.attributor.begin(ticket, check_id=request_id is not None)  # generated ids are unique
         return ticket
 

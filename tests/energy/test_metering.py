@@ -199,3 +199,13 @@ def test_a_live_meter_gives_the_first_requests_their_measured_energy_at_response
         final = metering.record(request_id)
         assert final.status is Status.FINAL
         assert final.component_j(Component.CPU) == pytest.approx(0.4 * 5.0 / 2)
+
+
+def test_request_ids_are_unique_and_not_enumerable(clock):
+    """Ids were a process prefix and a counter: one API key holder could walk every other client's records."""
+    _, metering = simulated(clock)
+    ids = [metering.begin("m", "task").request_id for _ in range(2000)]
+    assert len(set(ids)) == len(ids) and all(len(i) == 20 and int(i, 16) >= 0 for i in ids)
+    assert len({i[:8] for i in ids}) > 1900  # no shared prefix, no order to step through
+    _, other = simulated(clock)
+    assert other.begin("m", "task").request_id not in ids  # another process's first id is another id
