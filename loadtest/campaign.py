@@ -170,6 +170,25 @@ def _completed(run_dir: Path, campaign: Campaign, run: PlannedRun) -> dict[str, 
     return meta if meta.get("status") == "complete" and meta.get("plan") == _expected(campaign, run) else None
 
 
+def server_warnings(campaign: Campaign, system: dict[str, Any], kept: list[dict[str, Any]], url: str,
+                    embedded: bool) -> list[str]:
+    """What a running server changes about the campaign's figures: the campaign's carbon settings are only given
+    to an embedded server (a running one keeps its own, and those are what the figures use), and runs kept from
+    another server were measured there."""
+    out = []
+    carbon = system.get("carbon") or {}
+    if not embedded and campaign.carbon is not None:
+        out.append(f"the campaign's carbon settings ({campaign.carbon.model_dump(exclude_none=True)}) apply to an "
+                   f"embedded server only; {url} uses its own: {carbon.get('intensity_g_per_kwh')} g/kWh "
+                   f"({carbon.get('source')}), PUE {carbon.get('pue')}, and the figures follow them")
+    others = sorted({m["server"]["url"] for m in kept if not m.get("server", {}).get("embedded")
+                     and m.get("server", {}).get("url") not in (None, url)})
+    if others and not embedded:
+        out.append(f"runs kept from another server ({', '.join(others)}) were measured there, not on {url}; "
+                   "use another --out to keep them apart")
+    return out
+
+
 def _progress(total: int, desc: str, position: int, enabled: bool):
     from tqdm import tqdm
 
@@ -221,6 +240,8 @@ def run_campaign(campaign: Campaign, out_dir: Path, *, dry_run: bool = False, pr
     try:
         server_models = client.models_when_loaded(campaign.server.startup_timeout_s)
         system = client.system()
+        for warning in server_warnings(campaign, system, results, url, embedded is not None):
+            echo(f"warning: {warning}")
         # the datasets are loaded and checked; the models now as served (an embedded one may have failed to load)
         _raise(model_problems(campaign, server_models))
         overall = _progress(len(todo) * campaign.samples, "campaign", 0, progress)

@@ -144,3 +144,19 @@ def test_accounting_modes_by_hand():
     assert out["carbon_g"]["device_window"] == pytest.approx(367 / 3.6e6 * 360 * 1.5)
     assert out["carbon_g"]["paper"] == pytest.approx(451 / 3.6e6 * 360)  # PUE 1 in paper mode
     assert out["window"]["duration_s"] == pytest.approx(2.1)
+
+
+def test_a_running_server_s_own_carbon_settings_and_kept_runs_from_another_are_pointed_out():
+    """--server ignored the campaign's carbon settings in silence (the demo preset's 138.75 g/kWh became the
+    server's 475), and a resume against another server kept the first one's runs without a word."""
+    from loadtest.campaign import server_warnings
+
+    external = load_campaign("demo", server={"url": "http://127.0.0.1:9"})
+    assert external.carbon is not None
+    system = {"carbon": {"intensity_g_per_kwh": 475.0, "source": "world average", "pue": 1.0}}
+    kept = [{"server": {"url": "http://127.0.0.1:8", "embedded": False}}]
+    warnings = server_warnings(external, system, kept, "http://127.0.0.1:9", embedded=False)
+    assert len(warnings) == 2 and "475.0 g/kWh" in warnings[0] and "http://127.0.0.1:8" in warnings[1]
+    same = [{"server": {"url": "http://127.0.0.1:9", "embedded": False}}]
+    assert len(server_warnings(external, system, same, "http://127.0.0.1:9", embedded=False)) == 1
+    assert server_warnings(load_campaign("demo"), system, [], "http://127.0.0.1:5", embedded=True) == []
