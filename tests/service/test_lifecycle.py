@@ -91,8 +91,12 @@ def test_tokenising_is_inside_the_request_s_window(tmp_path_factory, monkeypatch
 
 
 def test_client_leaving_while_queued_costs_nothing(tmp_path_factory, monkeypatch_env, caplog):
+    import logging
+
     settings = Settings(port=free_port(), registry=registry(tmp_path_factory, monkeypatch_env))
+    uvicorn_log = logging.getLogger("uvicorn.error")  # it does not propagate to the root, where caplog listens
     with LiveServer(settings) as live:
+        uvicorn_log.addHandler(caplog.handler)  # after start: uvicorn's logging config resets the handlers
         before = finals_count(live.url)
 
         async def scenario():
@@ -109,6 +113,7 @@ def test_client_leaving_while_queued_costs_nothing(tmp_path_factory, monkeypatch
         assert wait_for(lambda: finals_count(live.url) >= before + 1)
         time.sleep(1.5)  # the dropped request would have run by now: ~0.5 s of work
         assert finals_count(live.url) == before + 1
+    uvicorn_log.removeHandler(caplog.handler)
     # an ordinary departure, not an error with a 60-line traceback in the log
     assert not [r for r in caplog.records if "Exception in ASGI application" in r.getMessage()]
 
