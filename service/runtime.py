@@ -200,16 +200,20 @@ class Runtime:
         arrival = time.perf_counter()
         cancelled = began = False
         ticket = None
+        # the job starting and the caller giving up (timeout, client gone) exclude each other: a 504 says truly
+        # whether its request runs, and names the record of one that does
+        gate = threading.Lock()
 
         def job() -> Outcome:
             nonlocal ticket, began
-            if cancelled:
-                raise _Skipped
-            began = True
-            started = time.perf_counter()
-            if self.metering is not None:  # tokenising is the request's work too: the window opens before it
-                ticket = self.metering.begin(served.spec.name, served.spec.task, devices=served.meter_devices,
-                                             queue_s=started - arrival)
+            with gate:
+                if cancelled:
+                    raise _Skipped
+                began = True
+                started = time.perf_counter()
+                if self.metering is not None:  # tokenising is the request's work too: the window opens before it
+                    ticket = self.metering.begin(served.spec.name, served.spec.task, devices=served.meter_devices,
+                                                 queue_s=started - arrival)
             try:
                 prepared = served.runner.prepare(request)
             except BaseException as exc:  # refused after tokenising (too long, ...): what that cost is its own
@@ -246,11 +250,13 @@ class Runtime:
                     return await asyncio.shield(future)
                 await asyncio.wait((future, watch), return_when=asyncio.FIRST_COMPLETED)
                 if not future.done():  # the client left: if it was still queued, it never runs
-                    cancelled = True
+                    with gate:
+                        cancelled = True
                     raise ClientGone("the client left while its request waited for the device")
                 return future.result()
         except TimeoutError:
-            cancelled = True
+            with gate:
+                cancelled = True
             limit = self.settings.request_timeout_s
             if not began:  # still waiting for the device: it never runs, and costs nothing
                 raise Timeout(f"no result within {limit} s; it was still waiting for the device and will not run",
