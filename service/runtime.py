@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from service.energy import EnergyRecord, Metering
 from service.energy.types import Component
-from service.problems import ClientGone, NotReady, Overloaded, Problem, Timeout
+from service.problems import ClientGone, NotReady, Overloaded, Timeout
 from service.registry import ModelSpec, Registry
 from service.settings import Settings
 from service.tasks import TASKS, Runner, TaskSpec
@@ -216,11 +216,9 @@ class Runtime:
                                                  queue_s=started - arrival)
             try:
                 prepared = served.runner.prepare(request)
-            except BaseException as exc:  # refused after tokenising (too long, ...): what that cost is its own
-                if ticket is not None:
-                    self.metering.end(ticket, 0)
-                    if isinstance(exc, Problem):
-                        exc.headers["X-Request-Id"] = ticket.request_id
+            except BaseException:  # refused after tokenising (too long, ...): no inference ran, so no record
+                if ticket is not None:  # (records count inferences); what tokenising cost stays in the device
+                    self.metering.cancel(ticket)  # ledger as idle, so nothing measured is lost
                 raise
             prepared.on_text = on_text
             if ticket is not None:
