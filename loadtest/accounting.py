@@ -82,3 +82,13 @@ def run_totals(finals: list[Mapping[str, Any]], before: Snapshot, after: Snapsho
         "embodied_g": {"requests": a["embodied_g"]},
         "paper_mode": {**paper, "duration_s": loop_s, "pue": 1.0},
     }
+
+
+def no_success(sent: int, ok: int, first_error: str | None) -> str | None:
+    """Why a run measured nothing, or None if it measured something: no request answered, or every answer an error
+    (on a keyed server without its key, every one a 401). Such a run is failed, so a resume runs it again."""
+    if ok:
+        return None
+    if not sent:
+        return "no request was answered"
+    return f"no request succeeded ({sent} errors; the first: {first_error})"

@@ -181,12 +181,19 @@ def server_warnings(campaign: Campaign, system: dict[str, Any], kept: list[dict[
         out.append(f"the campaign's carbon settings ({campaign.carbon.model_dump(exclude_none=True)}) apply to an "
                    f"embedded server only; {url} uses its own: {carbon.get('intensity_g_per_kwh')} g/kWh "
                    f"({carbon.get('source')}), PUE {carbon.get('pue')}, and the figures follow them")
-    others = sorted({m["server"]["url"] for m in kept if not m.get("server", {}).get("embedded")
-                     and m.get("server", {}).get("url") not in (None, url)})
-    if others and not embedded:
-        out.append(f"runs kept from another server ({', '.join(others)}) were measured there, not on {url}; "
+    here = _measured_where({"server": {"url": url, "embedded": embedded}, "carbon": carbon})
+    elsewhere = sorted({where for m in kept if (where := _measured_where(m)) != here})
+    if elsewhere:
+        out.append(f"runs kept from earlier were measured elsewhere ({'; '.join(elsewhere)}), not as now ({here}); "
                    "use another --out to keep them apart")
     return out
+
+
+def _measured_where(meta: dict[str, Any]) -> str:
+    """Where and under which carbon settings a run was measured: an embedded server, or a running one's URL."""
+    server, carbon = meta.get("server") or {}, meta.get("carbon") or {}
+    return (f"{'an embedded server' if server.get('embedded') else server.get('url')}, "
+            f"{carbon.get('intensity_g_per_kwh')} g/kWh, PUE {carbon.get('pue')}")
 
 
 def _progress(total: int, desc: str, position: int, enabled: bool):

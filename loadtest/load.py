@@ -23,6 +23,7 @@ from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtest import accounting
 from loadtest.jsonl import read_objects
 from loadtest.replay import JSON_HEADERS, energy_fields, now_iso, write_json_atomic
 from loadtest.server import ServerClient, ServerError, Snapshot
@@ -45,6 +46,7 @@ class LoadPlan:
     _file: Any = None
     marks: list[tuple[int, int, float, Snapshot | None]] = field(default_factory=list)  # stage, users, t, counters
     client: ServerClient | None = None  # reads the device counters at stage marks (local runner or master)
+    headers: dict[str, str] = field(default_factory=lambda: dict(JSON_HEADERS))  # each request's (the API key)
     meta: dict[str, Any] | None = None  # run.json (local runner or master)
     finishing: Any = None  # the greenlet that writes the results after test_stop (a master kept alive)
     finished: bool = False
@@ -110,7 +112,7 @@ class LoadUser(FastHttpUser):
     def send(self) -> None:
         plan = self.plan
         started_at, t0 = time.time(), time.perf_counter()
-        with self.client.post(plan.path, data=plan.next_body(), headers=JSON_HEADERS, catch_response=True,
+        with self.client.post(plan.path, data=plan.next_body(), headers=plan.headers, catch_response=True,
                               name=plan.name) as response:
             latency_s = time.perf_counter() - t0
             status = response.status_code or 0
@@ -276,8 +278,10 @@ def finish_load(plan: LoadPlan) -> dict[str, Any]:
                 stage_marks=[{"stage": i, "users": u, "at_s": t} for i, u, t, _ in plan.marks],
                 requests={"sent": len(records), "ok": len(finals), "errors": len(records) - len(finals)},
                 energy_j={"requests": sum(f["energy_j"] for f in finals.values())},
-                status="failed" if reason or not records else "complete",
-                reason=reason or (None if records else "no request was answered"), ended_at=now_iso())
+                status="failed" if reason or not finals else "complete",
+                reason=reason or accounting.no_success(len(records), len(finals),
+                                                       next((r["error"] for r in records if r.get("error")), None)),
+                ended_at=now_iso())
     write_json_atomic(run_dir / "run.json", meta)
     return meta
 
@@ -294,6 +298,7 @@ def new_plan(campaign, prepared, entry, server_models: dict, system: dict, url: 
                     camp.bodies(campaign, prepared, entry.model, entry.dataset, entry.generation,
                                 server_models[entry.model]),
                     stages, name=rid, wait_s=wait_s, client=client,
+                    headers=client.request_headers if client is not None else dict(JSON_HEADERS),
                     results=None if results is None else results / "requests.jsonl")
     if results is not None:
         planned = camp.PlannedRun(rid, entry.model, entry.dataset, 1, entry.generation)

@@ -68,6 +68,7 @@ class RunState:
         self.loop_start_s = self.loop_end_s = None
         self.ok: list[tuple[int, str]] = []  # (seq, request id) of the measured successes
         self.sent = self.errors = self._connection_errors = 0
+        self.first_error: str | None = None
         self.done = False
         run_dir.mkdir(parents=True, exist_ok=True)
         self.results = (run_dir / "requests.jsonl").open("a", encoding="utf-8")
@@ -126,6 +127,7 @@ class RunState:
             line.update(dict.fromkeys(ENERGY_HEADERS, None), energy_method=None, energy_status=None,
                         error=error or f"HTTP {status}")
             self.errors += 1
+            self.first_error = self.first_error or line["error"]
         self.sent += 1
         self.results.write(json.dumps(line) + "\n")
         self.results.flush()
@@ -147,6 +149,8 @@ class RunState:
         self.done = True
         if not self.failed and self.sent < len(self.bodies):
             self.fail(f"only {self.sent} of {len(self.bodies)} samples were sent (the replay stopped early)")
+        if not self.failed and (reason := accounting.no_success(self.sent, len(self.ok), self.first_error)):
+            self.fail(reason)
         if not self.failed:
             try:
                 finals = self._finals()
@@ -199,7 +203,7 @@ class ReplayUser(FastHttpUser):
                 state.fail(f"could not read the device counters before the run: {exc}")
                 return
         started_at, t0 = time.time(), time.perf_counter()
-        with self.client.post(state.path, data=body, headers=JSON_HEADERS, catch_response=True,
+        with self.client.post(state.path, data=body, headers=state.client.request_headers, catch_response=True,
                               name=state.meta["run_id"]) as response:
             latency_s = time.perf_counter() - t0
             status = response.status_code or 0

@@ -43,6 +43,8 @@ class ServerClient:
         self.url = url.rstrip("/")
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+        # what Locust users send with each inference request: the JSON type and, on a keyed server, the key
+        self.request_headers = {"content-type": "application/json", **headers}
 
     def close(self) -> None:
         self.http.close()

@@ -54,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
           "-d '{\"model\": \"all-MiniLM-L6-v2\", \"input\": \"How much energy did this take?\"}' "
           "| grep -i -E '^(x-energy|x-carbon|carbon|server-timing|x-request)'", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if args.verbose else "warning",
-                timeout_graceful_shutdown=settings.shutdown_timeout_s)
+                timeout_graceful_shutdown=settings.graceful_shutdown_s)
     return 0
 
 
@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="requests per model, the one running included, before 429")
     serve.add_argument("--request-timeout-s", dest="request_timeout_s", type=float)
     serve.add_argument("--shutdown-timeout-s", dest="shutdown_timeout_s", type=float,
-                       help="on SIGTERM, the longest in-flight requests may take to finish (default 30)")
+                       help="on SIGTERM, the longest in-flight requests may take to finish (default: the request "
+                            "timeout + 5 s)")
     serve.add_argument("--max-body-bytes", dest="max_body_bytes", type=int)
     serve.add_argument("--accounting", choices=["loaded", "marginal"])
     serve.add_argument("--carbon-country", dest="carbon_country", help="ISO alpha-3, e.g. FRA (CodeCarbon data)")

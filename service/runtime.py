@@ -25,10 +25,12 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> str:
-    """One name per device: ``auto`` is ``cuda:0`` or ``cpu``, and ``cuda`` is ``cuda:0``, so models on the same
-    GPU share its one inference thread however the registry spells it."""
+    """One name per device: ``auto`` is ``cuda:0`` or ``cpu``, and ``cuda`` (or ``cuda:00``) is ``cuda:0``, so
+    models on the same GPU share its one inference thread however the registry spells it."""
     if device == "cuda":
         return "cuda:0"
+    if device.startswith("cuda:"):
+        return f"cuda:{int(device[5:])}"
     if device != "auto":
         return device
     import torch
@@ -194,18 +196,18 @@ class Runtime:
                                                                               else ""), model=served.spec.name,
                            headers={"Retry-After": "5"} if served.error is None else None)
         if served.pending >= self.settings.queue_size:
-            raise Overloaded(f"model {served.spec.name!r} has {served.pending} requests waiting (the limit)",
+            raise Overloaded(f"model {served.spec.name!r} has {served.pending} requests waiting or running (the limit)",
                              headers={"Retry-After": "1"}, limit=self.settings.queue_size)
         served.pending += 1
         arrival = time.perf_counter()
-        cancelled = began = False
+        cancelled = began = tokenised = False
         ticket = None
         # the job starting and the caller giving up (timeout, client gone) exclude each other: a 504 says truly
         # whether its request runs, and names the record of one that does
         gate = threading.Lock()
 
         def job() -> Outcome:
-            nonlocal ticket, began
+            nonlocal ticket, began, tokenised
             with gate:
                 if cancelled:
                     raise _Skipped
@@ -221,6 +223,7 @@ class Runtime:
                     self.metering.cancel(ticket)  # ledger as idle, so nothing measured is lost
                 raise
             prepared.on_text = on_text
+            tokenised = True
             if ticket is not None:
                 ticket.input_known(prepared.tokens_in)
             if on_start is not None:
@@ -250,7 +253,8 @@ class Runtime:
                 if not future.done():  # the client left: if it was still queued, it never runs
                     with gate:
                         cancelled = True
-                    raise ClientGone("the client left while its request waited for the device")
+                    raise ClientGone("the client left; its request runs to the end, and its energy is recorded"
+                                     if began else "the client left while its request waited for the device")
                 return future.result()
         except TimeoutError:
             with gate:
@@ -261,6 +265,10 @@ class Runtime:
                               limit=limit) from None
             if ticket is None:
                 raise Timeout(f"no result within {limit} s; it runs to the end", limit=limit) from None
+            if not tokenised:  # its input may yet be refused (too long): then it runs no inference and has no record
+                raise Timeout(f"no result within {limit} s, while its input was being read: if that is accepted, "
+                              "it runs to the end and its energy is recorded under its X-Request-Id", limit=limit,
+                              headers={"X-Request-Id": ticket.request_id}) from None
             raise Timeout(f"no result within {limit} s; it runs to the end, and its energy is recorded under its "
                           "X-Request-Id", limit=limit, headers={"X-Request-Id": ticket.request_id}) from None
         except asyncio.CancelledError:

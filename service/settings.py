@@ -25,9 +25,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
     queue_size: int = Field(64, ge=1, description="requests per model, the one running included, before 429")
     request_timeout_s: float = Field(60.0, gt=0)
-    shutdown_timeout_s: float = Field(30.0, gt=0, description="on SIGTERM, how long in-flight requests may take to "
-                                                              "finish before the server stops anyway (keep it under "
-                                                              "the orchestrator's grace period)")
+    shutdown_timeout_s: float | None = Field(None, gt=0, description="on SIGTERM, how long in-flight requests may "
+                                             "take to finish before the server stops anyway (default: the request "
+                                             "timeout + 5 s; keep it under the orchestrator's grace period)")
     metering: bool = Field(True, description="meter energy (off: for overhead comparisons only)")
     accounting: Literal["loaded", "marginal"] = "loaded"
     carbon_intensity_g_per_kwh: float | None = Field(None, ge=0, lt=5000)
@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     api_keys: str | None = Field(None, description="comma-separated bearer keys")
     records_kept: int = Field(10_000, ge=1, description="recent requests whose energy can be looked up")
+
+    @property
+    def graceful_shutdown_s(self) -> float:
+        """How long a shutdown waits for in-flight requests: by default a request that just started can finish."""
+        return self.shutdown_timeout_s if self.shutdown_timeout_s is not None else self.request_timeout_s + 5.0
 
     @model_validator(mode="after")
     def _one_intensity_source(self) -> Settings:

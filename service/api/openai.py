@@ -280,7 +280,7 @@ async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, i
     # with request: a client that leaves while its stream waits for the device cancels it, unrun
     task = asyncio.ensure_future(run_observed(request.app, served, gen, on_text=on_text, on_start=on_start,
                                               request=request))
-    task.add_done_callback(lambda _: pieces.put_nowait(None))
+    task.add_done_callback(_ended_stream(pieces))
     # the status line waits until the model starts on the request: a refusal (429, 413, 422, 504 while queued)
     # is then answered with its own status and problem JSON, as without streaming
     await asyncio.wait((task, started), return_when=asyncio.FIRST_COMPLETED)
@@ -327,6 +327,16 @@ async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, i
     # /v1/requests/{id}/energy
     headers = {"Cache-Control": "no-cache", **({"X-Request-Id": request_id} if request_id else {})}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _ended_stream(pieces: asyncio.Queue):
+    """When the inference task ends: close the stream of pieces, and take the task's error as seen (a client that
+    left mid-stream never reads it, and asyncio would log it as never retrieved)."""
+    def ended(task: asyncio.Task) -> None:
+        if not task.cancelled():
+            task.exception()
+        pieces.put_nowait(None)
+    return ended
 
 
 async def _final_record(app, outcome, wait_s: float = 1.0):

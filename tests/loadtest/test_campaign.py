@@ -309,3 +309,36 @@ models:
     assert meta["status"] == "failed"
     assert "exited with code -9" in meta["reason"]
     assert 10 <= len(read_jsonl(run / "requests.jsonl")) < 1000  # what was measured is kept for inspection
+
+
+def test_a_keyed_server_is_measured_with_the_key(dataset, tmp_path):
+    """The drivers sent the key on their own lookups but not on the inference requests: on a keyed server every
+    measured request got 401, and the run was still 'complete' (and kept as such on resume: see
+    test_units.py::test_a_run_that_measured_nothing_is_failed)."""
+    path, _ = dataset
+    registry = tmp_path / "models.yaml"
+    registry.write_text(f"models:\n  - {{name: tiny-sentiment, task: text-classification, "
+                        f"source: {build_tiny_classifier(tmp_path / 'tiny')}, device: cpu, truncate: true}}\n")
+    settings = Settings(port=free_port(), registry=registry, api_keys="sekrit")
+    with LiveServer(settings) as live:
+        spec = tmp_path / "keyed.yaml"
+        spec.write_text(write_campaign(tmp_path / "c.yaml", live.url, path, 12, 1,
+                                       "  - {model: tiny-sentiment, datasets: [reviews]}", warmup=1).read_text()
+                        .replace(f"server: {live.url}", f"server: {{url: {live.url}, api_key_env: AUDIT_KEY}}"))
+        import os
+
+        done = subprocess.run([sys.executable, "-m", "service.cli", "campaign", "run", str(spec), "--out",
+                               str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, timeout=300,
+                              cwd=ROOT, env={**os.environ, "AUDIT_KEY": "sekrit"})
+        assert done.returncode == 0, done.stdout + done.stderr
+        meta = json.loads((tmp_path / "out" / "runs" / "tiny-sentiment__reviews__rep01" / "run.json").read_text())
+        assert meta["status"] == "complete" and meta["requests"] == {"sent": 12, "ok": 12, "errors": 0}
+        load = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
+             "--host", live.url, "--wattserve-model", "tiny-sentiment", "--wattserve-dataset", str(path),
+             "--wattserve-columns", "text=review", "--wattserve-samples", "20", "--wattserve-stages", "2:3",
+             "--wattserve-api-key", "sekrit", "--wattserve-results", str(tmp_path / "load"), "--only-summary",
+             "--exit-code-on-error", "0"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert load.returncode == 0, load.stderr[-3000:]
+        meta = json.loads((tmp_path / "load" / "run.json").read_text())
+        assert meta["status"] == "complete" and meta["requests"]["ok"] == meta["requests"]["sent"] > 0

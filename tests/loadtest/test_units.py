@@ -148,15 +148,44 @@ def test_accounting_modes_by_hand():
 
 def test_a_running_server_s_own_carbon_settings_and_kept_runs_from_another_are_pointed_out():
     """--server ignored the campaign's carbon settings in silence (the demo preset's 138.75 g/kWh became the
-    server's 475), and a resume against another server kept the first one's runs without a word."""
+    server's 475), and a resume against another server, or the embedded one, kept runs measured elsewhere (under
+    another intensity) without a word."""
     from loadtest.campaign import server_warnings
 
     external = load_campaign("demo", server={"url": "http://127.0.0.1:9"})
     assert external.carbon is not None
-    system = {"carbon": {"intensity_g_per_kwh": 475.0, "source": "world average", "pue": 1.0}}
-    kept = [{"server": {"url": "http://127.0.0.1:8", "embedded": False}}]
+    carbon = {"intensity_g_per_kwh": 475.0, "source": "world average", "pue": 1.0}
+    system = {"carbon": carbon}
+    kept = [{"server": {"url": "http://127.0.0.1:8", "embedded": False}, "carbon": carbon}]
     warnings = server_warnings(external, system, kept, "http://127.0.0.1:9", embedded=False)
     assert len(warnings) == 2 and "475.0 g/kWh" in warnings[0] and "http://127.0.0.1:8" in warnings[1]
-    same = [{"server": {"url": "http://127.0.0.1:9", "embedded": False}}]
+    same = [{"server": {"url": "http://127.0.0.1:9", "embedded": False}, "carbon": carbon}]
     assert len(server_warnings(external, system, same, "http://127.0.0.1:9", embedded=False)) == 1
-    assert server_warnings(load_campaign("demo"), system, [], "http://127.0.0.1:5", embedded=True) == []
+    embedded_run = {"server": {"url": "http://127.0.0.1:4", "embedded": True}, "carbon": carbon}
+    assert server_warnings(load_campaign("demo"), system, [embedded_run], "http://127.0.0.1:5", embedded=True) == []
+    paper = {**embedded_run, "carbon": {**carbon, "intensity_g_per_kwh": 138.75}}
+    mixed = server_warnings(load_campaign("demo"), system, [paper, *same], "http://127.0.0.1:5", embedded=True)
+    assert len(mixed) == 1 and "138.75 g/kWh" in mixed[0] and "http://127.0.0.1:9" in mixed[0]
+
+
+def test_a_run_that_measured_nothing_is_failed():
+    """A run whose every request was refused (401 without the key) was 'complete', and a resume kept it."""
+    from loadtest.accounting import no_success
+
+    assert no_success(3, 0, "HTTP 401: a valid bearer token is required") == \
+        "no request succeeded (3 errors; the first: HTTP 401: a valid bearer token is required)"
+    assert no_success(0, 0, None) == "no request was answered" and no_success(3, 1, "HTTP 413") is None
+
+
+def test_the_paper_preset_draws_from_the_splits_the_paper_did():
+    """Six of sixteen splits differed from docs/datasets.md, whose table follows the paper's scripts (sst2 test,
+    samsum train, c4 train, ...)."""
+    import re
+    from pathlib import Path
+
+    table = (Path(__file__).resolve().parents[2] / "docs" / "datasets.md").read_text()
+    documented = {m.group(1): m.group(2) for m in re.finditer(r"^\| (\S+) \| [^|]*, (\w+) \|", table, re.M)
+                  if m.group(1) != "set"}
+    preset = load_campaign("power-hungry").datasets
+    assert len(documented) == len(preset) == 16
+    assert {name: d.split for name, d in preset.items()} == documented

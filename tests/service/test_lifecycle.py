@@ -65,6 +65,13 @@ def test_timeout_answers_504_and_still_records_the_energy(tmp_path_factory, monk
         assert series(live.url, "wattserve_request_duration_seconds_count") == finals_count(live.url)
         assert series(live.url, "wattserve_tokens_total") == record["tokens_in"] + record["tokens_out"]
         assert series(live.url, "wattserve_request_duration_seconds_sum") == pytest.approx(record["duration_s"])
+        # a timeout while the input is tokenised: the id is given, as its inference runs if the input is accepted
+        # (here: it is truncated to fit); one refused instead would have no record, and the message says so
+        r = httpx.post(f"{live.url}/v1/models/gen/infer", json={"inputs": "energy " * 120_000, "max_new_tokens": 1},
+                       timeout=60)
+        assert r.status_code == 504 and "while its input was being read" in r.json()["detail"]
+        assert wait_for(lambda: httpx.get(f"{live.url}/v1/requests/{r.headers['x-request-id']}/energy")
+                        .json().get("status") == "final")
 
 
 def test_tokenising_is_inside_the_request_s_window(tmp_path_factory, monkeypatch_env):
