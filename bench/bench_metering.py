@@ -151,24 +151,22 @@ def server_timeline(rng: random.Random, seconds: float, pause_p: float) -> tuple
     return spans, reads, energy_j
 
 
-def provisional_error(live: bool, prior_s: float, seed: int, pause_p: float, seconds: float = 60.0) -> dict:
-    """Provisional figure at response time over the final one, per request, on :func:`server_timeline` (the
+def provisional_error(timeline: tuple[list, list[float], Callable], live: bool, prior_s: float) -> dict:
+    """Provisional figure at response time over the final one, per request, on a :func:`server_timeline` (the
     CPU-time estimate: split by time). ``live`` reads the counter at response time (Meter.live); else the tail is
     the learnt power's estimate. The first five requests (no power learnt yet) are reported apart."""
-    import service.energy.attribution as attribution
     from service.energy.attribution import Attributor, Request
     from service.energy.types import DeviceInfo, Method
 
-    spans, reads, energy_j = server_timeline(random.Random(seed), seconds, pause_p)
-    now = [0.0]
+    spans, reads, energy_j = timeline
+    clock = VirtualClock()
     finals: dict[int, float] = {}
     cpu = DeviceInfo("cpu", Component.CPU, Method.ESTIMATED, "simulated", tick_s=0.0, sample_period_s=0.25,
                      by_class=False)
     att = Attributor([cpu], lambda r, sh: finals.__setitem__(int(r.request_id), sh["cpu"].active_j + sh["cpu"].idle_j),
-                     clock=lambda: now[0])
+                     clock=clock, provisional_prior_s=prior_s)
     if live:
-        att.live = {"cpu": lambda: energy_j(now[0])}
-    saved, attribution.PROVISIONAL_PRIOR_S = attribution.PROVISIONAL_PRIOR_S, prior_s
+        att.live = {"cpu": lambda: energy_j(clock.now)}
     provisional: dict[int, float] = {}
     k = 1
 
@@ -177,20 +175,17 @@ def provisional_error(live: bool, prior_s: float, seed: int, pause_p: float, sec
         while k < len(reads) and reads[k] <= t:
             att.on_interval("cpu", (reads[k - 1],) * 2, (reads[k],) * 2, energy_j(reads[k]) - energy_j(reads[k - 1]))
             k += 1
-    try:
-        att.on_interval("cpu", (0.0, 0.0), (0.0, 0.0), 0.0)
-        for i, (start, end) in enumerate(spans):
-            read_until(start)
-            req = Request(str(i), "x", att.all_devices, start)
-            att.begin(req)
-            read_until(end)
-            att.end(req, end)
-            now[0] = end + 0.0005
-            share = att.provisional(req)["cpu"]
-            provisional[i] = share.active_j + share.idle_j
-        read_until(float("inf"))
-    finally:
-        attribution.PROVISIONAL_PRIOR_S = saved
+    att.on_interval("cpu", (0.0, 0.0), (0.0, 0.0), 0.0)
+    for i, (start, end) in enumerate(spans):
+        read_until(start)
+        req = Request(str(i), "x", att.all_devices, start)
+        att.begin(req)
+        read_until(end)
+        att.end(req, end)
+        clock.now = end + 0.0005
+        share = att.provisional(req)["cpu"]
+        provisional[i] = share.active_j + share.idle_j
+    read_until(float("inf"))
     ratios = sorted(provisional[i] / finals[i] for i in provisional if i >= 50)
     return {"first5": [round(provisional[i] / finals[i], 3) for i in range(5)],
             "p05_p50_p95": [round(ratios[int(f * (len(ratios) - 1))], 3) for f in (0.05, 0.5, 0.95)],
@@ -346,10 +341,12 @@ def main() -> None:
     if "provisional" not in args.skip:
         from service.energy.attribution import PROVISIONAL_PRIOR_S
 
-        # provisional over final figures on a simulated server's CPU (the CPU-time estimate), steady and with pauses
+        # provisional over final figures on a simulated server's CPU (the CPU-time estimate), steady and with pauses;
+        # each timeline is built once and scored three ways
+        timelines = {p: server_timeline(random.Random(args.seed), 60.0, p) for p in (0.0, 0.15)}
         for label, live, prior_s in (("live", True, PROVISIONAL_PRIOR_S), ("live_no_prior", True, 0.0),
                                      ("model", False, 0.0)):
-            runs = {f"pauses_{p}": provisional_error(live, prior_s, args.seed, p) for p in (0.0, 0.15)}
+            runs = {f"pauses_{p}": provisional_error(timeline, live, prior_s) for p, timeline in timelines.items()}
             print(f"provisional {label:14s} {runs}")
             out[f"provisional_{label}_mean_abs_error"] = max(r["mean_abs_error"] for r in runs.values())
             out[f"provisional_{label}_first5"] = runs["pauses_0.0"]["first5"]

@@ -25,8 +25,8 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest import accounting
 from loadtest.jsonl import read_objects
-from loadtest.replay import JSON_HEADERS, energy_fields, now_iso, write_json_atomic
-from loadtest.server import ServerClient, ServerError, Snapshot
+from loadtest.replay import energy_fields, now_iso, write_json_atomic
+from loadtest.server import JSON_HEADERS, ServerClient, ServerError, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class LoadPlan:
     _file: Any = None
     marks: list[tuple[int, int, float, Snapshot | None]] = field(default_factory=list)  # stage, users, t, counters
     client: ServerClient | None = None  # reads the device counters at stage marks (local runner or master)
-    headers: dict[str, str] = field(default_factory=lambda: dict(JSON_HEADERS))  # each request's (the API key)
+    headers: dict[str, str] = field(default_factory=lambda: JSON_HEADERS)  # each request's (ServerClient's, with a key)
     meta: dict[str, Any] | None = None  # run.json (local runner or master)
     finishing: Any = None  # the greenlet that writes the results after test_stop (a master kept alive)
     finished: bool = False
@@ -298,7 +298,7 @@ def new_plan(campaign, prepared, entry, server_models: dict, system: dict, url: 
                     camp.bodies(campaign, prepared, entry.model, entry.dataset, entry.generation,
                                 server_models[entry.model]),
                     stages, name=rid, wait_s=wait_s, client=client,
-                    headers=client.request_headers if client is not None else dict(JSON_HEADERS),
+                    headers=client.request_headers if client is not None else JSON_HEADERS,
                     results=None if results is None else results / "requests.jsonl")
     if results is not None:
         planned = camp.PlannedRun(rid, entry.model, entry.dataset, 1, entry.generation)

@@ -30,7 +30,6 @@ from loadtest.server import EmbeddedServer, ServerClient, ServerError
 
 log = logging.getLogger(__name__)
 
-JSON_HEADERS = {"content-type": "application/json"}
 MAX_CONSECUTIVE_CONNECTION_ERRORS = 3
 ENERGY_HEADERS = {"energy_j": "X-Energy-Joules", "energy_gpu_j": "X-Energy-GPU-Joules",
                   "energy_cpu_j": "X-Energy-CPU-Joules", "energy_ram_j": "X-Energy-RAM-Joules",

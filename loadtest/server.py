@@ -36,6 +36,7 @@ class DeviceCounter:
 
 
 Snapshot = dict[str, DeviceCounter]
+JSON_HEADERS = {"content-type": "application/json"}
 
 
 class ServerClient:
@@ -44,7 +45,7 @@ class ServerClient:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
         # what Locust users send with each inference request: the JSON type and, on a keyed server, the key
-        self.request_headers = {"content-type": "application/json", **headers}
+        self.request_headers = {**JSON_HEADERS, **headers}
 
     def close(self) -> None:
         self.http.close()

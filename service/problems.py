@@ -11,6 +11,7 @@ class Problem(Exception):
     status = 400
     title = "Bad request"
     slug = "bad-request"
+    answered = True  # False: no client reads the answer, so the response is not counted
 
     def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)
@@ -64,6 +65,7 @@ class ClientGone(Problem):
     """The client closed its connection (nginx's 499): nobody reads the answer, and nothing is counted or logged."""
 
     status, title, slug = 499, "Client closed request", "client-closed"
+    answered = False
 
 
 class Internal(Problem):

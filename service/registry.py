@@ -31,6 +31,12 @@ class ModelSpec(BaseModel):
     trust_remote_code: bool = False
     demo: bool = Field(False, description="random-weight demo model: its outputs mean nothing")
 
+    @field_validator("device")
+    @classmethod
+    def _one_spelling(cls, device: str) -> str:
+        """``cuda`` and ``cuda:00`` are ``cuda:0``: models on one GPU then share its one inference thread."""
+        return f"cuda:{int(device[5:] or 0)}" if device.startswith("cuda") else device
+
     @field_validator("task")
     @classmethod
     def _known_task(cls, task: str) -> str:

@@ -25,12 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> str:
-    """One name per device: ``auto`` is ``cuda:0`` or ``cpu``, and ``cuda`` (or ``cuda:00``) is ``cuda:0``, so
-    models on the same GPU share its one inference thread however the registry spells it."""
-    if device == "cuda":
-        return "cuda:0"
-    if device.startswith("cuda:"):
-        return f"cuda:{int(device[5:])}"
+    """``auto`` is ``cuda:0`` or ``cpu`` (the registry already gives every other device one spelling)."""
     if device != "auto":
         return device
     import torch

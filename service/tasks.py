@@ -342,7 +342,8 @@ class FillMaskRunner(Runner):
             raise Invalid(f"input {missing[0]} has no mask token {mask}", field=f"inputs.{missing[0]}")
         prepared = super().prepare(request)
         ids = prepared.encoded["input_ids"]
-        lost = [i for i, row in enumerate(ids) if not (row == self.tokenizer.mask_token_id).any()]
+        lost = [] if ids.shape[1] < self.max_input_tokens else \
+            (~(ids == self.tokenizer.mask_token_id).any(1)).nonzero().flatten().tolist()  # only truncation cuts one
         if lost:  # truncation cut the mask away: there is nothing left to predict
             raise TooLarge(f"input {lost[0]}'s mask token lies beyond the first {self.max_input_tokens} tokens, "
                            "which is all this model takes", field=f"inputs.{lost[0]}", limit=self.max_input_tokens)
@@ -399,7 +400,7 @@ class GenerationRunner(Runner):
 
     decoder_only = True  # prompt and new tokens share one position table
 
-    def prepare(self, request: BaseModel, limit: int | None = None) -> Prepared:
+    def prepare(self, request: BaseModel) -> Prepared:
         most = self.spec.max_new_tokens_limit
         wanted = self.spec.new_tokens(request.max_new_tokens)
         if wanted > most:

@@ -180,10 +180,19 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
 
     app.state.authorize = authorize
 
+    def _denied(request: Request) -> Unauthorized | None:
+        """For refusals FastAPI raises before the route runs (body validation, size): a client without a key learns
+        nothing from them, and they are not counted for the model."""
+        try:
+            authorize(request)
+        except Unauthorized as denied:
+            return denied
+        return None
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
         served = getattr(request.state, "served", None)  # a known model's request refused before it ran
-        if served is not None and not getattr(request.state, "counted", False) and not isinstance(exc, ClientGone):
+        if served is not None and not getattr(request.state, "counted", False) and exc.answered:
             metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
         body = exc.body(request.url.path)
         if is_openai_path(request.url.path):
@@ -192,9 +201,7 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        try:  # FastAPI validates a body before the route runs: a client without a key learns nothing from it
-            authorize(request)
-        except Unauthorized as denied:
+        if (denied := _denied(request)) is not None:
             return await _problem(request, denied)
         # an OpenAI route's body failed FastAPI's validation before the route ran: the model it names, if it is
         # one of ours, counts the refusal (an unknown name does not: the label would be unbounded)
@@ -206,11 +213,7 @@ def create_app(settings: Settings | None = None, metering: Metering | None | boo
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         if isinstance(exc, _BodyTooLarge):
-            try:
-                authorize(request)
-            except Unauthorized as denied:
-                return await _problem(request, denied)
-            return await _problem(request, exc.problem)
+            return await _problem(request, _denied(request) or exc.problem)
         if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:  # JSON too deep, a number too long, ...
             return await _problem(request, not_json(exc.__cause__ or exc))
         return await _problem(request, HTTPProblem(exc.status_code, str(exc.detail),
@@ -435,10 +438,9 @@ async def run_observed(app: FastAPI, served: ServedModel, body: BaseModel, on_te
     try:
         outcome = await app.state.runtime.infer(served, body, on_text,
                                                 None if request is None else _disconnect_of(request), on_start)
-    except ClientGone:  # no response is delivered: nothing to count
-        raise
     except Problem as exc:
-        metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
+        if exc.answered:
+            metrics.observe_response(served.spec.name, served.spec.task, exc.status, None)
         raise
     except Exception:  # answered 500 by the app's handler: counted here, where the model is known
         metrics.observe_response(served.spec.name, served.spec.task, 500, None)

@@ -285,7 +285,6 @@ async def _respond(request: Request, served, gen, *, chat: bool, stream: bool, i
     # is then answered with its own status and problem JSON, as without streaming
     await asyncio.wait((task, started), return_when=asyncio.FIRST_COMPLETED)
     if not started.done():
-        request.state.counted = True  # run_observed counted it
         with client_fields(names):
             task.result()  # raises the refusal
     request_id = started.result()

@@ -12,6 +12,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
+from service.energy.record import Accounting
+from service.energy.types import Method, Status
 from service.tasks import TASKS
 
 INFER_PATH = "/v1/models/{name}/infer"
@@ -61,7 +63,7 @@ class ComponentFigure(BaseModel):
     energy_j: float = Field(description="under the record's accounting")
     active_j: float
     idle_j: float = Field(description="this request's share of the idle draw while it ran")
-    method: Literal["measured", "estimated", "mixed", "none"]
+    method: Method
 
 
 class CarbonFigure(BaseModel):
@@ -79,9 +81,9 @@ class EnergyRecord(BaseModel):
     model: str
     task: str
     work_class: str
-    status: Literal["provisional", "final"]
-    accounting: Literal["loaded", "marginal"]
-    method: Literal["measured", "estimated", "mixed", "none"]
+    status: Status
+    accounting: Accounting
+    method: Method
     started_at_s: float
     queue_s: float
     duration_s: float

@@ -381,7 +381,7 @@ class Attributor:
     def __init__(self, devices: Iterable[DeviceInfo], on_final: Callable[[Request, dict[str, Share]], None],
                  *, stale_after_s: float = 2.0, time_share: bool = False,
                  model_factory: Callable[[], PowerModel] = PowerModel,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, provisional_prior_s: float = PROVISIONAL_PRIOR_S) -> None:
         self._now = clock or time.perf_counter
         self.devices = {d.id: d for d in devices}
         self.all_devices = frozenset(self.devices)
@@ -391,6 +391,7 @@ class Attributor:
         self._on_final = on_final
         self._stale_after_s = stale_after_s
         self._time_share = time_share
+        self._prior_s = provisional_prior_s
         # devices whose active energy is split by time (DeviceInfo.by_class): their power model learns one class of
         # all requests, whose power is then the active watts of any request
         self._by_time = frozenset(d.id for d in self.devices.values() if not d.by_class)
@@ -493,7 +494,7 @@ class Attributor:
         else:
             mine_w = mine * mine_p
             total_w = mine_w + sum(ov * (power_w(r) or 0.0) for r, ov in others)
-            prior_j = PROVISIONAL_PRIOR_S * (mean_w or mine_p)
+            prior_j = self._prior_s * (mean_w or mine_p)
         if total_w <= 0:
             return share
         occupancy_s = mine / concurrency
